@@ -1,0 +1,33 @@
+"""Audit events: the append-only, tamper-evident record of every decision (issue 4.7).
+
+Subjects appear only as ``subject_ref``, a keyed pseudonym (HMAC-SHA256 with a
+configured secret), so the trail proves what happened without keeping the
+person's data. ``prev_hash``/``hash`` chain the events of one partition.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.base import Frozen, Identifier, ShortText, Slug, UtcDatetime
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditEvent(Frozen):
+    audit_id: Identifier
+    partition: int = Field(ge=0)
+    sequence: int = Field(ge=0)
+    prev_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    subject_ref: str = Field(pattern=r"^[0-9a-f]{64}$")
+    controller_id: Slug
+    rule_id: ShortText
+    policy_version: ShortText
+    decision: Slug
+    event_ids_in: list[Identifier] = Field(default_factory=list, max_length=1000)
+    command_ids_out: list[Identifier] = Field(default_factory=list, max_length=10_000)
+    event_time: UtcDatetime
+    decided_at: UtcDatetime
+    # Non-personal facts about the decision: record ids, systems, due times.
+    details: dict[Slug, ShortText] = Field(default_factory=dict, max_length=100)

@@ -1,0 +1,75 @@
+"""Configuration from environment variables (prefix ``LIFECYCLE_``), with sane defaults.
+
+Secrets are ``SecretStr`` so they never appear in reprs or logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_AUDIT_KEY = "dev-only-audit-key-change-me"
+
+
+class KafkaSecurity(BaseSettings):
+    """TLS/SASL settings shared by every client the project creates."""
+
+    model_config = SettingsConfigDict(env_prefix="LIFECYCLE_KAFKA_", extra="ignore")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    def confluent_config(self) -> dict[str, str]:
+        """librdkafka properties for confluent-kafka clients."""
+        conf: dict[str, str] = {"security.protocol": self.security_protocol.lower()}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = str(self.ssl_cafile)
+        if self.ssl_certfile:
+            conf["ssl.certificate.location"] = str(self.ssl_certfile)
+        if self.ssl_keyfile:
+            conf["ssl.key.location"] = str(self.ssl_keyfile)
+        return conf
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFECYCLE_", extra="ignore")
+
+    # The one variable without our prefix: it is the ecosystem's convention.
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    topic_prefix: str = Field(default="lifecycle", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,80}$")
+    partitions: int = Field(default=6, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=5)
+    app_id: str = Field(default="data-lifecycle", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,80}$")
+    var_dir: Path = REPO_ROOT / "var"
+    policy_path: Path = REPO_ROOT / "agents" / "policy" / "notice.yaml"
+    schema_registry_url: str | None = None
+    audit_hmac_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def security(self) -> KafkaSecurity:
+        return KafkaSecurity()
+
+    @property
+    def worker_data_dir(self) -> Path:
+        return self.var_dir / "worker" / self.app_id
