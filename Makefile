@@ -14,7 +14,49 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install pinned dependencies
+
+run: install ## Run the pipeline locally: broker, worker, downstream stores and traffic simulator (demo policy)
+	$(BIN)/lifecycle demo
+
+worker: install ## Run only the worker against KAFKA_BOOTSTRAP_SERVERS (or a local broker)
+	$(BIN)/lifecycle worker
+
+test: install ## Run the whole test suite (starts a local Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
+	$(BIN)/pytest tests
+
+test-unit: install ## Run the unit tests (no processes started)
+	$(BIN)/pytest tests/unit
+
+test-integration: install ## Run the integration tests against a real broker
+	$(BIN)/pytest tests/integration
+
+lint: install ## ruff format --check, ruff check, mypy --strict on our packages
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+compat: install ## Check every Avro schema is FULL_TRANSITIVE compatible with its history
+	$(BIN)/lifecycle schemas check-compat
+
+bench: install ## Run the benchmarks (codec throughput, worker throughput, tick cost)
+	$(BIN)/python bench/codec_bench.py
+	$(BIN)/python bench/tick_bench.py
+
+clean: ## Stop local brokers and remove the venv, caches and local data (var/)
+	-test -x $(BIN)/lifecycle && $(BIN)/lifecycle kafka down --all
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+
+.PHONY: help install run worker test test-unit test-integration lint compat bench clean kafka-up kafka-down
+
+KAFKA_NAME ?= dev
+KAFKA_NODES ?= 1
+
+kafka-up: install ## Start a local Kafka in the background (KAFKA_NODES=1|3, KAFKA_NAME=dev); prints KAFKA_BOOTSTRAP_SERVERS=...
+	$(BIN)/lifecycle kafka up --nodes $(KAFKA_NODES) --name $(KAFKA_NAME)
+
+kafka-down: ## Stop the local Kafka started by kafka-up (KAFKA_NAME=dev); its logs stay in var/kafka/
+	$(BIN)/lifecycle kafka down --name $(KAFKA_NAME)

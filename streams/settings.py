@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = None
     audit_hmac_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
+    # Loopback by default; a container sets 0.0.0.0 so Prometheus can scrape it.
+    metrics_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

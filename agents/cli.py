@@ -1,0 +1,169 @@
+"""The ``lifecycle`` command: one entry point for every operator task."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import NoReturn
+
+import click
+
+from agents.clock import SystemClock
+from streams.broker.cli import kafka
+from streams.broker.errors import BrokerError
+from streams.settings import Settings
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _bootstrap() -> str:
+    from streams.connection import bootstrap_servers
+
+    try:
+        return bootstrap_servers()
+    except BrokerError as exc:
+        _fail(str(exc))
+
+
+@click.group()
+def main() -> None:
+    """Data-lifecycle pipeline: retention, erasure and rights, event by event, with proof."""
+    logging.basicConfig(
+        level=Settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+main.add_command(kafka)
+
+
+@main.command()
+def worker() -> None:
+    """Run the Faust worker (creates declared topics first; SIGTERM stops it cleanly)."""
+    from agents.worker import run_worker
+
+    run_worker(Settings(), _bootstrap())
+
+
+@main.group()
+def topics() -> None:
+    """Declared topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every declared topic that is missing; fail on drift."""
+    from agents.rules.policy import load_policy
+    from streams.admin import TopicDrift, ensure_topics
+
+    settings = Settings()
+    policy = load_policy(settings.policy_path)
+    try:
+        created = ensure_topics(settings, _bootstrap(), [s.id for s in policy.systems])
+    except TopicDrift as exc:
+        _fail(str(exc))
+    click.echo(f"created {len(created)} topic(s)")
+
+
+@main.command()
+@click.option("--system", required=True, help="Downstream system id from the policy.")
+@click.option("--fail-action", "fail_actions", multiple=True, help="Answer FAILED to this action.")
+@click.option("--silent", is_flag=True, help="Consume but never acknowledge (to test escalation).")
+def downstream(system: str, fail_actions: tuple[str, ...], silent: bool) -> None:
+    """Run the reference downstream consumer for one system."""
+    from agents.downstream import Behaviour, DownstreamConsumer, ReferenceStore
+    from schemas.commands import Action
+
+    settings = Settings()
+    store = ReferenceStore(settings.var_dir / "downstream" / f"{system}.sqlite")
+    consumer = DownstreamConsumer(
+        system=system,
+        bootstrap=_bootstrap(),
+        settings=settings,
+        store=store,
+        behaviour=Behaviour(frozenset(Action(a) for a in fail_actions), silent),
+    )
+    consumer.run()
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+@audit.command("verify")
+@click.option("--partition", "partitions", type=int, multiple=True, help="Default: all.")
+@click.option("--start", type=int, default=0, show_default=True)
+@click.option("--end", type=int, default=None, help="Exclusive end offset (default: the end).")
+def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> None:
+    """Check the hash chain of the audit topic; name the first broken link."""
+    from agents.audit_verify import verify_partition
+    from streams.codec import Codec
+    from streams.topics import TopicNames
+
+    settings = Settings()
+    config = {"bootstrap.servers": _bootstrap(), **settings.security.confluent_config()}
+    broken = False
+    for partition in partitions or range(settings.partitions):
+        result = verify_partition(
+            config,
+            TopicNames(settings.topic_prefix).audit,
+            partition,
+            Codec.from_settings(settings),
+            SystemClock(),
+            start,
+            end,
+        )
+        if result.broken is None:
+            click.echo(f"partition {partition}: {result.checked} event(s), chain intact")
+        else:
+            broken = True
+            b = result.broken
+            click.echo(
+                f"partition {partition}: BROKEN at offset {b.offset} (sequence {b.sequence}): "
+                f"{b.reason}"
+            )
+    if broken:
+        sys.exit(2)
+
+
+@main.group()
+def schemas() -> None:
+    """Avro schemas."""
+
+
+@schemas.command("check-compat")
+def schemas_check_compat() -> None:
+    """Fail unless every schema is FULL_TRANSITIVE compatible with its history."""
+    from streams.compat import check_compatibility
+
+    problems = check_compatibility()
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("all schemas compatible with their history")
+
+
+@main.command()
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+def demo(duration: float | None) -> None:
+    """Local broker + worker + downstream stores + traffic simulator, with a live summary."""
+    from agents.demo import run_demo
+
+    run_demo(duration=duration)
+
+
+def _mount_optional() -> None:
+    # The publisher CLI lives with the codec in streams/.
+    try:
+        from streams.cli import publish, tail
+    except ImportError:  # pragma: no cover - during development only
+        return
+    main.add_command(publish)
+    main.add_command(tail)
+
+
+_mount_optional()

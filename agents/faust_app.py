@@ -1,0 +1,88 @@
+"""Builds the Faust application: topics, tables, the agent and the timer.
+
+This is the only module that knows Faust. It binds the thin handler to real
+Kafka topics and RocksDB tables; everything it calls is tested without Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """TLS/SASL for Faust's aiokafka clients, from the same settings as every client."""
+    sec = settings.security
+    context: ssl.SSLContext | None = None
+    if sec.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(sec.ssl_cafile) if sec.ssl_cafile else None
+        )
+        if sec.ssl_certfile:
+            context.load_cert_chain(
+                str(sec.ssl_certfile), str(sec.ssl_keyfile) if sec.ssl_keyfile else None
+            )
+    if sec.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=sec.sasl_username,
+            password=sec.sasl_password.get_secret_value() if sec.sasl_password else None,
+            mechanism=sec.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def make_app(settings: Settings, bootstrap: str) -> faust.App:
+    # Faust creates only the last level of its data dir.
+    settings.worker_data_dir.parent.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=broker_urls(bootstrap),
+        broker_credentials=broker_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.worker_data_dir),
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        producer_acks=-1,
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,
+        web_bind="127.0.0.1",
+        # A crashed worker's group membership is given up within seconds, so
+        # its partitions move to a live worker quickly.
+        broker_session_timeout=10.0,
+        consumer_auto_offset_reset="earliest",
+        table_cleanup_interval=60.0,
+        autodiscover=False,
+    )
+
+
+@dataclass(frozen=True)
+class TablesRef:
+    subjects: Any
+    due: Any
+
+
+def raw_topic(app: faust.App, *names: str, partitions: int) -> Any:
+    return app.topic(*names, partitions=partitions, internal=False, **RAW)
+
+
+def tp_partitions(tps: set[TP], topic: str) -> set[int]:
+    return {tp.partition for tp in tps if tp.topic == topic}

@@ -1,0 +1,204 @@
+"""The agent's body: decode, decide, emit, store. Thin by design.
+
+All policy lives in the pure ``decide``; this module only moves bytes. The
+order matters for at-least-once delivery: every outgoing message is confirmed
+by the broker before the state is written, and Faust commits the source
+offset only after the producer (which also carries the table changelog) is
+flushed. A crash anywhere replays the event, and replays are harmless because
+command ids are stable and decisions deduplicate event ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from agents.audit_chain import ChainHead, link
+from agents.clock import Clock
+from agents.metrics import LifecycleMetrics
+from agents.rules.context import Decision
+from agents.rules.decide import decide, next_due
+from agents.rules.policy import Policy
+from agents.rules.state import SubjectState
+from agents.scheduler import Schedule, ScheduleEntry
+from schemas.base import Frozen
+from schemas.commands import CommandAck
+from schemas.deadletter import DeadLetter
+from schemas.events import INPUT_EVENTS, Event
+from schemas.internal import DueTick
+from streams.codec import Codec
+from streams.deadletter import decode_or_dead_letter, log_dead_letter
+from streams.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Sender(Protocol):
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> Awaitable[Any]:
+        """Enqueue in call order; the returned awaitable completes when the broker has it."""
+
+
+class ChainHeads(Protocol):
+    async def head(self, partition: int) -> ChainHead: ...
+
+    def advance(self, partition: int, head: ChainHead) -> None: ...
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+class Handler:
+    """Processes one raw message end to end. One instance per worker."""
+
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        policy: Policy,
+        clock: Clock,
+        names: TopicNames,
+        metrics: LifecycleMetrics,
+        audit_key: bytes,
+        subjects: MutableMapping[bytes, bytes],
+        schedule_table: MutableMapping[bytes, bytes],
+        schedule: Schedule,
+        chain: ChainHeads,
+        send: Sender,
+    ) -> None:
+        self.codec = codec
+        self.policy = policy
+        self.clock = clock
+        self.names = names
+        self.metrics = metrics
+        self.audit_key = audit_key
+        self.subjects = subjects
+        self.schedule_table = schedule_table
+        self.schedule = schedule
+        self.chain = chain
+        self.send = send
+        self._acks_topic = names.acks
+        self._ticks_topic = names.ticks
+
+    def _expected(self, topic: str) -> tuple[type[Frozen], ...]:
+        if topic == self._acks_topic:
+            return (CommandAck,)
+        if topic == self._ticks_topic:
+            return (DueTick,)
+        return INPUT_EVENTS
+
+    async def handle(self, raw: RawMessage) -> None:
+        now = self.clock.now()
+        decoded = decode_or_dead_letter(
+            raw.key,
+            raw.value,
+            raw.topic,
+            raw.partition,
+            raw.offset,
+            now,
+            codec=self.codec,
+            expected=self._expected(raw.topic),
+            on_dead_letter=lambda reason: self.metrics.observe_dead_letter(raw.topic, reason),
+        )
+        if isinstance(decoded, DeadLetter):
+            log_dead_letter(decoded, log)
+            await self._confirm(
+                [await self.send(self.names.dead_letter, raw.key, self.codec.encode(decoded), None)]
+            )
+            return
+        message = decoded.model
+        assert isinstance(message, Event | CommandAck | DueTick)
+        self.metrics.observe_event(raw.topic, type(message).__name__)
+        if isinstance(message, DueTick):
+            self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
+        key = message.subject_id.encode()
+        decision = decide(self._load(key), message, now, self.policy)
+        await self._emit(decision, raw.partition, now)
+        self._store(key, decision.state)
+
+    def _load(self, key: bytes) -> SubjectState | None:
+        blob = self.subjects.get(key)
+        return None if blob is None else SubjectState.model_validate_json(blob)
+
+    def _store(self, key: bytes, state: SubjectState | None) -> None:
+        entry = None if state is None else schedule_entry(state)
+        if state is None:
+            self.subjects.pop(key, None)
+        else:
+            self.subjects[key] = state.model_dump_json().encode()
+        if entry is None or entry.empty:
+            self.schedule_table.pop(key, None)
+            entry = None
+        else:
+            self.schedule_table[key] = entry.to_bytes()
+        self.schedule.update(key.decode(), entry)
+
+    async def _emit(self, decision: Decision, partition: int, now: datetime) -> None:
+        pending: list[Awaitable[Any]] = []
+        for command in decision.commands:
+            topic = self.names.command(command.target_system)
+            pending.append(await self.send(topic, command.subject_id.encode(), self.codec.encode(command), None))
+            if command.attempt > 1:
+                self.metrics.observe_resend(command.target_system, command.action.value)
+            else:
+                self.metrics.observe_command(
+                    command.target_system, command.action.value, command.rule_id
+                )
+        for response in decision.responses:
+            pending.append(
+                await self.send(
+                    self.names.responses,
+                    response.subject_id.encode(),
+                    self.codec.encode(response),
+                    None,
+                )
+            )
+        if decision.audit:
+            # The chain head is per partition; audit events go to the same
+            # partition number as the event that caused them.
+            head = await self.chain.head(partition)
+            for entry in decision.audit:
+                event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
+                head = ChainHead.of(event)
+                pending.append(await self.send(self.names.audit, None, self.codec.encode(event), partition))
+                self.metrics.observe_decision(entry.rule_id, entry.decision)
+                self.metrics.observe_audit(entry.decision)
+            self.chain.advance(partition, head)
+        await self._confirm(pending)
+
+    @staticmethod
+    async def _confirm(pending: list[Awaitable[Any]]) -> None:
+        # Wait for the broker to confirm every record before state is written
+        # and before the offset can be committed.
+        if pending:
+            await asyncio.gather(*pending)
+
+
+def schedule_entry(state: SubjectState) -> ScheduleEntry:
+    when = next_due(state)
+    return ScheduleEntry(
+        due_ms=None if when is None else to_ms(when),
+        requests=tuple(
+            (r.request_type.value, to_ms(r.due_at))
+            for r in state.requests.values()
+            if not r.final
+        ),
+        outstanding=tuple(
+            (c.command.target_system, to_ms(c.sent_at)) for c in state.commands.values()
+        ),
+    )

@@ -1,0 +1,138 @@
+"""Erasure requests, "in certain circumstances" (N9), with reasons for what stays (N10).
+
+On ``ErasureRequested`` every record the subject has is examined:
+
+* covered by a legal hold, or kept under the legal-obligation retention rule
+  (N6: a legal-obligation category of a subject with a contract, active or
+  ended within the retention period) -> kept, listed as a ``KeptItem`` with
+  the reason;
+* held for another controller (processor mode, N2: records whose
+  ``controller_id`` differs from the request's) -> kept: the company acts on
+  that controller's instructions, so the request is passed to it (audit
+  ``forward-to-controller``) rather than acted on here;
+* already being deleted -> the request waits for that command too;
+* anything else -> DELETE, one command per system and controller (rule
+  ``N9.erasure``, ``request_id`` set), processors included (N5).
+
+Responses: ``in_progress`` at once when commands are outstanding (listing what
+is kept); the final answer when every command is acknowledged DONE/NOT_HELD:
+``completed``, or ``partially_refused`` when something is kept. When nothing
+can be erased but something is kept: ``refused`` at once. Refusals carry the
+reasons and the right to complain to the ICO. An escalated command makes the
+request ``failed`` (see requests.py).
+
+Confirmed deletions drop the records from the state; the suppression list,
+kept records and the request's outcome remain.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from agents.rules import commands, ids, requests, retention
+from agents.rules.context import Ctx
+from agents.rules.registry import handles
+from agents.rules.state import RecordStatus, replace
+from schemas.base import RequestType
+from schemas.commands import Action
+from schemas.events import ErasureRequested
+from schemas.responses import KeptItem, ResponseStatus
+
+
+@handles(ErasureRequested)
+def on_erasure(ctx: Ctx, event: ErasureRequested) -> None:
+    if event.request_id in ctx.requests:
+        ctx.audit(
+            ids.N9_ERASURE,
+            "duplicate-request",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+        )
+        return
+    request = requests.open_request(
+        ctx,
+        request_id=event.request_id,
+        request_type=RequestType.ERASURE,
+        controller_id=event.controller_id,
+        event_id=event.event_id,
+        received_at=event.event_time,
+    )
+    kept: list[KeptItem] = []
+    forwarded: set[str] = set()
+    pending: list[str] = []
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for key in sorted(ctx.records):
+        record = ctx.records[key]
+        if record.status is RecordStatus.DELETING:
+            if record.command_id and record.command_id not in pending:
+                pending.append(record.command_id)
+            continue
+        reason = retention.keep_reason(ctx, record)
+        if reason is None and record.controller_id != event.controller_id:
+            reason = (
+                f"Processed on behalf of {record.controller_id}, which decides on erasure; "
+                "the request has been passed to it"
+            )
+            forwarded.add(record.controller_id)
+        if reason is not None:
+            kept.append(
+                KeptItem(
+                    record_id=record.record_id,
+                    system=record.system,
+                    category=record.category,
+                    reason=reason,
+                )
+            )
+            continue
+        groups[(record.system, record.controller_id)].append(key)
+    erased: list[str] = []
+    for (system, controller_id), keys in sorted(groups.items()):
+        erased += [ctx.records[k].record_id for k in keys]
+        cid = commands.issue(
+            ctx,
+            action=Action.DELETE,
+            system=system,
+            controller_id=controller_id,
+            rule_id=ids.N9_ERASURE,
+            record_keys=keys,
+            request_id=event.request_id,
+        )
+        if cid is not None and cid not in pending:
+            pending.append(cid)
+    # An early ack may already have closed a command issued above.
+    pending = [c for c in pending if c in ctx.commands]
+    request = replace(ctx.requests[request.request_id], pending_command_ids=pending, kept=kept)
+    ctx.requests[request.request_id] = request
+    ctx.audit(
+        ids.N9_ERASURE,
+        "erasure-decided",
+        controller_id=event.controller_id,
+        command_ids=pending,
+        request_id=event.request_id,
+        records_erased=erased,
+        records_kept=[k.record_id for k in kept],
+        systems=sorted({s for s, _ in groups}),
+    )
+    for controller_id in sorted(forwarded):
+        ctx.audit(
+            ids.N2_PROCESSOR,
+            "forward-to-controller",
+            controller_id=controller_id,
+            request_id=event.request_id,
+            request_type=RequestType.ERASURE.value,
+        )
+    if pending:
+        requests.respond(ctx, request, ResponseStatus.IN_PROGRESS)
+    elif kept and not erased:
+        requests.respond(
+            ctx, request, ResponseStatus.REFUSED, reasons=requests.refusal_reasons(ctx, kept)
+        )
+        ctx.audit(
+            ids.N9_ERASURE,
+            "request-refused",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+            kept=len(kept),
+        )
+    else:
+        requests.finalize(ctx, request)

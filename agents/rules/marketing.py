@@ -1,0 +1,178 @@
+"""Marketing suppression (N1) and objection to direct marketing (N9).
+
+An opt-out on any channel, at any time, sends SUPPRESS_MARKETING at once to
+every system the policy marks ``marketing: true`` (the command's
+``parameters.channels`` lists the channels; ``all`` covers every channel).
+The subject stays on the suppression list for good: the rules never remove it,
+and erasure keeps it. The opt-out event's id is the command's ``request_id``,
+so two opt-outs are two commands.
+
+Re-add: while suppressed, a record registered on a marketing system, for a
+marketing purpose, or of category ``purchased_list`` (a list import, a form)
+triggers SUPPRESS_MARKETING again to every marketing system and to the
+record's own system, with audit ``re-add-suppressed``: never a silent re-add.
+
+``ObjectionReceived(kind=direct_marketing)`` is an opt-out on all channels
+tracked as a request: it completes when every suppression is acknowledged.
+Other objection kinds are for the rights workflows (see registry.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from agents.rules import commands, ids, requests
+from agents.rules.context import Ctx
+from agents.rules.registry import handles
+from agents.rules.state import RecordState, Suppression, replace
+from schemas.base import Channel, DataCategory, ObjectionKind, RequestType
+from schemas.commands import Action
+from schemas.events import MarketingOptOutReceived, ObjectionReceived
+
+
+def _merge(ctx: Ctx, channels: list[Channel], since: datetime) -> list[Channel]:
+    current = ctx.suppression
+    merged = set(channels) | set(current.channels if current else [])
+    merged_list = [Channel.ALL] if Channel.ALL in merged else sorted(merged)
+    ctx.suppression = Suppression(
+        since=min(since, current.since) if current else since, channels=merged_list
+    )
+    return merged_list
+
+
+def suppress(
+    ctx: Ctx,
+    *,
+    channels: list[Channel],
+    since: datetime,
+    rule_id: str,
+    controller_id: str,
+    request_id: str | None,
+    record: RecordState | None = None,
+) -> list[str]:
+    """Put the subject on the suppression list and tell the marketing systems.
+
+    Returns the ids of the commands now outstanding."""
+    merged = _merge(ctx, channels, since)
+    targets = {s.id for s in ctx.policy.marketing_systems}
+    if record is not None:
+        targets.add(record.system)
+    pending: list[str] = []
+    for system in sorted(targets):
+        cid = commands.issue(
+            ctx,
+            action=Action.SUPPRESS_MARKETING,
+            system=system,
+            controller_id=controller_id,
+            rule_id=rule_id,
+            record_keys=[record.key] if record is not None else [],
+            request_id=request_id,
+            parameters={"channels": ",".join(c.value for c in merged)},
+        )
+        if cid is not None:
+            pending.append(cid)
+    return pending
+
+
+@handles(MarketingOptOutReceived)
+def on_opt_out(ctx: Ctx, event: MarketingOptOutReceived) -> None:
+    pending = suppress(
+        ctx,
+        channels=list(event.channels),
+        since=event.event_time,
+        rule_id=ids.N1_OPT_OUT,
+        controller_id=event.controller_id,
+        request_id=event.event_id,
+    )
+    ctx.audit(
+        ids.N1_OPT_OUT,
+        "marketing-suppressed",
+        controller_id=event.controller_id,
+        command_ids=pending,
+        channels=[c.value for c in event.channels],
+        systems=[s.id for s in ctx.policy.marketing_systems],
+    )
+
+
+@handles(ObjectionReceived)
+def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
+    if event.kind is not ObjectionKind.DIRECT_MARKETING:
+        ctx.audit(
+            ids.DISPATCH,
+            "unhandled-objection",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+            kind=event.kind.value,
+        )
+        return
+    if event.request_id in ctx.requests:
+        ctx.audit(
+            ids.DISPATCH,
+            "duplicate-request",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+        )
+        return
+    request = requests.open_request(
+        ctx,
+        request_id=event.request_id,
+        request_type=RequestType.OBJECTION,
+        controller_id=event.controller_id,
+        event_id=event.event_id,
+        received_at=event.event_time,
+    )
+    pending = suppress(
+        ctx,
+        channels=[Channel.ALL],
+        since=event.event_time,
+        rule_id=ids.N9_OBJECTION_MARKETING,
+        controller_id=event.controller_id,
+        request_id=event.request_id,
+    )
+    ctx.audit(
+        ids.N9_OBJECTION_MARKETING,
+        "marketing-suppressed",
+        controller_id=event.controller_id,
+        command_ids=pending,
+        request_id=event.request_id,
+        channels=[Channel.ALL.value],
+    )
+    request = replace(ctx.requests[request.request_id], pending_command_ids=pending)
+    ctx.requests[request.request_id] = request
+    if not pending:
+        requests.finalize(ctx, request)
+
+
+def is_marketing_record(ctx: Ctx, record: RecordState, purpose_id: str) -> bool:
+    system = ctx.policy.system(record.system)
+    purpose = ctx.policy.purpose(purpose_id)
+    return bool(
+        (system is not None and system.marketing)
+        or (purpose is not None and purpose.marketing)
+        or record.category is DataCategory.PURCHASED_LIST
+    )
+
+
+def check_re_add(ctx: Ctx, record: RecordState, purpose_id: str) -> None:
+    """A suppressed subject reappearing in marketing data is suppressed again (N1)."""
+    if ctx.suppression is None or not is_marketing_record(ctx, record, purpose_id):
+        return
+    pending = suppress(
+        ctx,
+        channels=list(ctx.suppression.channels),
+        since=ctx.suppression.since,
+        rule_id=ids.N1_RE_ADD,
+        controller_id=record.controller_id,
+        request_id=None,
+        record=record,
+    )
+    ctx.audit(
+        ids.N1_RE_ADD,
+        "re-add-suppressed",
+        controller_id=record.controller_id,
+        command_ids=pending,
+        system=record.system,
+        record_id=record.record_id,
+        category=record.category.value,
+        suppressed_since=ctx.suppression.since,
+    )

@@ -1,0 +1,270 @@
+"""Retention: when each record becomes due, legal holds, and deletion (N6, N7).
+
+How a record's due time is chosen (rule kinds are described in ``policy.py``;
+the record's controller's overrides apply, N2):
+
+1. A ``fixed`` rule for its category (call recordings, N7): recorded time +
+   ``keep_for``, whatever the contract state.
+Only contracts with the record's own controller count (N2).
+
+2. Not needed for a legal obligation and tied to a contract that has ended:
+   that contract's end + ``contract_end.keep_for`` (N6: deleted at contract end).
+3. Any contract of the subject active: no due time (kept during the contract).
+4. The subject's contracts have all ended and the record belongs to that
+   relationship (tied to a contract, or recorded before the last end):
+   legal-obligation categories at last end + ``legal_obligation.keep_for``
+   (7 calendar years; 29 Feb -> 28 Feb), others at last end +
+   ``contract_end.keep_for``.
+5. Otherwise (no contract ever, or recorded after the relationship ended):
+   recorded time + ``default.keep_for``.
+
+Due times are recomputed whenever contracts change, so a new contract before
+the 7 years run out clears them and the next contract end sets them again.
+
+At due time a DELETE goes to the record's system (one command per system,
+controller and rule), unless a legal hold covers the record: then an audit
+entry ``deletion-held`` names the holds, once, and nothing is scheduled for it
+until a hold is released, when it is deleted at once if still overdue.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from agents.rules import commands, ids
+from agents.rules.context import Ctx
+from agents.rules.policy import RetentionRule, RuleKind
+from agents.rules.registry import handles
+from agents.rules.state import ContractState, Hold, RecordState, RecordStatus, replace
+from schemas.commands import Action
+from schemas.events import ContractEnded, ContractStarted, LegalHoldPlaced, LegalHoldReleased
+
+
+def _rule(ctx: Ctx, controller_id: str, kind: RuleKind) -> RetentionRule:
+    rule = ctx.policy.rule_for(controller_id, kind)
+    if rule is None:  # load_policy guarantees one of each non-fixed kind
+        raise LookupError(f"policy has no {kind.value} rule")
+    return rule
+
+
+def compute_due(ctx: Ctx, record: RecordState) -> tuple[str, datetime | None]:
+    """(governing rule id, due time or None) for ``record`` in the current state."""
+    controller = record.controller_id
+    fixed = ctx.policy.rule_for(controller, RuleKind.FIXED, record.category)
+    if fixed is not None:
+        return fixed.id, fixed.keep_for.after(record.registered_at)
+    legal = ctx.policy.is_legal_obligation(record.category)
+    at_end = _rule(ctx, controller, RuleKind.CONTRACT_END)
+    own = ctx.contracts.get(record.contract_id) if record.contract_id else None
+    if not legal and own is not None and own.ended_at is not None:
+        return at_end.id, at_end.keep_for.after(own.ended_at)
+    relationship = _rule(ctx, controller, RuleKind.LEGAL_OBLIGATION) if legal else at_end
+    # Only the record's own controller's contracts count (N2: a client's data is
+    # not governed by the subject's contracts with SmartComms, or vice versa).
+    contracts = [c for c in ctx.contracts.values() if c.controller_id == controller]
+    if any(c.active for c in contracts):
+        return relationship.id, None
+    ends = [c.ended_at for c in contracts if c.ended_at is not None]
+    if ends and (record.contract_id is not None or record.registered_at <= max(ends)):
+        return relationship.id, relationship.keep_for.after(max(ends))
+    default = _rule(ctx, controller, RuleKind.DEFAULT)
+    return default.id, default.keep_for.after(record.registered_at)
+
+
+def schedule(ctx: Ctx, record: RecordState) -> RecordState:
+    """``record`` with its rule and due time brought up to date (HELD records only)."""
+    if record.status is not RecordStatus.HELD:
+        return record
+    rule_id, due = compute_due(ctx, record)
+    if (rule_id, due) == (record.rule_id, record.due_at):
+        return record
+    return replace(record, rule_id=rule_id, due_at=due)
+
+
+def reschedule_all(ctx: Ctx) -> tuple[list[str], list[str]]:
+    """Recompute every record; returns (record ids now due at a time, ids now unscheduled)."""
+    timed: list[str] = []
+    cleared: list[str] = []
+    for key, record in list(ctx.records.items()):
+        updated = schedule(ctx, record)
+        if updated is not record:
+            ctx.records[key] = updated
+            (timed if updated.due_at is not None else cleared).append(updated.record_id)
+    return timed, cleared
+
+
+def blocking_holds(ctx: Ctx, record: RecordState) -> list[Hold]:
+    return sorted((h for h in ctx.holds.values() if h.covers(record)), key=lambda h: h.hold_id)
+
+
+def keep_reason(ctx: Ctx, record: RecordState) -> str | None:
+    """Why ``record`` may not be erased now (N10), or None if it may."""
+    holds = blocking_holds(ctx, record)
+    if holds:
+        h = holds[0]
+        return f"Kept under legal hold {h.hold_id} (case {h.case_reference}): {h.reason}"
+    legal = ctx.policy.rule_for(record.controller_id, RuleKind.LEGAL_OBLIGATION)
+    if legal is not None and record.rule_id == legal.id and record.status is RecordStatus.HELD:
+        until = (
+            f"kept until {record.due_at.date().isoformat()}"
+            if record.due_at is not None
+            else "kept while a contract is active and for the period after it ends"
+        )
+        return f"{legal.id}: {legal.description}; {until}"
+    return None
+
+
+def fire_due(ctx: Ctx) -> None:
+    """Issue DELETE for every record due at or before ``ctx.now`` and not held."""
+    groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for key in sorted(ctx.records):
+        record = ctx.records[key]
+        if (
+            record.status is not RecordStatus.HELD
+            or record.due_at is None
+            or record.due_at > ctx.now
+        ):
+            continue
+        holds = blocking_holds(ctx, record)
+        if holds:
+            hold_ids = [h.hold_id for h in holds]
+            if hold_ids != record.held_by:
+                ctx.records[key] = replace(record, held_by=hold_ids)
+                ctx.audit(
+                    record.rule_id or ids.N7_LEGAL_HOLD,
+                    "deletion-held",
+                    controller_id=record.controller_id,
+                    record_id=record.record_id,
+                    system=record.system,
+                    category=record.category.value,
+                    due_at=record.due_at,
+                    hold_ids=hold_ids,
+                    case_references=[h.case_reference for h in holds],
+                )
+            continue
+        groups[(record.system, record.controller_id, record.rule_id or "")].append(key)
+    for (system, controller_id, rule_id), keys in sorted(groups.items()):
+        due = min(ctx.records[k].due_at or ctx.now for k in keys)
+        record_ids = [ctx.records[k].record_id for k in keys]
+        cid = commands.issue(
+            ctx,
+            action=Action.DELETE,
+            system=system,
+            controller_id=controller_id,
+            rule_id=rule_id,
+            record_keys=keys,
+        )
+        ctx.audit(
+            rule_id,
+            "retention-delete",
+            controller_id=controller_id,
+            command_ids=[cid] if cid else [],
+            system=system,
+            record_ids=record_ids,
+            due_at=due,
+        )
+
+
+def forget_contracts(ctx: Ctx) -> None:
+    """Drop ended contracts whose legal-obligation period is over."""
+    for contract_id, contract in list(ctx.contracts.items()):
+        if contract.forget_at is not None and contract.forget_at <= ctx.now:
+            del ctx.contracts[contract_id]
+
+
+@handles(ContractStarted)
+def on_contract_started(ctx: Ctx, event: ContractStarted) -> None:
+    contract = ctx.contracts.get(event.contract_id)
+    if contract is not None and contract.started_at is not None:
+        return  # already known started (a second publisher's copy)
+    late = contract is not None and contract.ended_at is not None
+    if contract is None:
+        contract = ContractState(contract_id=event.contract_id, controller_id=event.controller_id)
+    ctx.contracts[event.contract_id] = replace(contract, started_at=event.event_time)
+    timed, cleared = reschedule_all(ctx)
+    ctx.audit(
+        ids.N6_CONTRACT,
+        "contract-started-after-end" if late else "contract-started",
+        controller_id=event.controller_id,
+        contract_id=event.contract_id,
+        records_unscheduled=cleared,
+        records_rescheduled=timed,
+    )
+
+
+@handles(ContractEnded)
+def on_contract_ended(ctx: Ctx, event: ContractEnded) -> None:
+    contract = ctx.contracts.get(event.contract_id) or ContractState(
+        contract_id=event.contract_id, controller_id=event.controller_id
+    )
+    if contract.ended_at is not None:
+        return
+    legal = _rule(ctx, contract.controller_id, RuleKind.LEGAL_OBLIGATION)
+    ctx.contracts[event.contract_id] = replace(
+        contract, ended_at=event.event_time, forget_at=legal.keep_for.after(event.event_time)
+    )
+    timed, cleared = reschedule_all(ctx)
+    ctx.audit(
+        ids.N6_CONTRACT,
+        "contract-ended",
+        controller_id=event.controller_id,
+        contract_id=event.contract_id,
+        started=contract.started_at is not None,
+        any_contract_active=ctx.any_contract_active,
+        records_scheduled=timed,
+        records_unscheduled=cleared,
+    )
+
+
+@handles(LegalHoldPlaced)
+def on_hold_placed(ctx: Ctx, event: LegalHoldPlaced) -> None:
+    hold = Hold(
+        hold_id=event.hold_id,
+        reason=event.reason,
+        case_reference=event.case_reference,
+        categories=event.categories,
+        record_ids=event.record_ids,
+        placed_at=event.event_time,
+        controller_id=event.controller_id,
+    )
+    ctx.holds[hold.hold_id] = hold
+    covered = [r for r in ctx.records.values() if hold.covers(r)]
+    ctx.audit(
+        ids.N7_LEGAL_HOLD,
+        "hold-placed",
+        controller_id=event.controller_id,
+        hold_id=hold.hold_id,
+        case_reference=hold.case_reference,
+        categories=[c.value for c in hold.categories] or ["all"],
+        records_held=[r.record_id for r in covered if r.status is RecordStatus.HELD],
+        # A DELETE already sent cannot be recalled; say so rather than pretend.
+        records_already_deleting=[
+            r.record_id for r in covered if r.status is RecordStatus.DELETING
+        ],
+    )
+
+
+@handles(LegalHoldReleased)
+def on_hold_released(ctx: Ctx, event: LegalHoldReleased) -> None:
+    hold = ctx.holds.pop(event.hold_id, None)
+    if hold is None:
+        ctx.audit(
+            ids.N7_LEGAL_HOLD,
+            "unknown-hold-released",
+            controller_id=event.controller_id,
+            hold_id=event.hold_id,
+        )
+        return
+    for key, record in list(ctx.records.items()):
+        if hold.hold_id in record.held_by:
+            ctx.records[key] = replace(
+                record, held_by=[h for h in record.held_by if h != hold.hold_id]
+            )
+    ctx.audit(
+        ids.N7_LEGAL_HOLD,
+        "hold-released",
+        controller_id=event.controller_id,
+        hold_id=hold.hold_id,
+        case_reference=hold.case_reference,
+    )

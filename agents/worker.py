@@ -1,0 +1,177 @@
+"""Composition root: wires real adapters (Kafka, RocksDB, clock, metrics) to the handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry, start_http_server
+
+from agents import __version__
+from agents.chain_heads import TopicChainHeads
+from agents.clock import Clock, SystemClock
+from agents.faust_app import make_app, raw_topic
+from agents.handler import Handler, RawMessage, to_ms
+from agents.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
+from agents.rules.policy import Policy, load_policy
+from agents.scheduler import Schedule, ScheduleEntry
+from schemas.internal import DueTick
+from streams.admin import ensure_topics
+from streams.codec import Codec
+from streams.settings import Settings
+from streams.topics import TopicNames, declared_topics
+
+log = logging.getLogger(__name__)
+
+TICK_INTERVAL_S = 1.0
+METRICS_INTERVAL_S = 5.0
+
+
+@dataclass
+class Pipeline:
+    app: faust.App
+    handler: Handler
+    schedule: Schedule
+    metrics: LifecycleMetrics
+    registry: CollectorRegistry
+
+
+def build_pipeline(
+    settings: Settings,
+    bootstrap: str,
+    *,
+    clock: Clock | None = None,
+    policy: Policy | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Pipeline:
+    clock = clock or SystemClock()
+    policy = policy or load_policy(settings.policy_path)
+    registry = registry or CollectorRegistry()
+    metrics = LifecycleMetrics.create(registry, version=__version__, policy_version=policy.version)
+    names = TopicNames(settings.topic_prefix)
+    codec = Codec.from_settings(settings)
+    app = make_app(settings, bootstrap)
+    install_faust_sensors(app, registry)
+    p = settings.partitions
+
+    source = raw_topic(app, *names.inputs, names.acks, names.ticks, partitions=p)
+    ticks = raw_topic(app, names.ticks, partitions=p)
+    outputs: dict[str, Any] = {}
+
+    def output(topic: str) -> Any:
+        if topic not in outputs:
+            outputs[topic] = raw_topic(app, topic, partitions=p)
+        return outputs[topic]
+
+    async def send(
+        topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> Awaitable[Any]:
+        fut: Awaitable[Any] = await output(topic).send(key=key, value=value, partition=partition)
+        return fut
+
+    # bytes key and value types make Faust use the raw serializer.
+    subjects = app.Table("subjects", partitions=p, key_type=bytes, value_type=bytes)
+    schedule_table = app.Table("schedule", partitions=p, key_type=bytes, value_type=bytes)
+    schedule = Schedule()
+    chain = TopicChainHeads(
+        topic=names.audit,
+        consumer_config={"bootstrap.servers": bootstrap, **settings.security.confluent_config()},
+        codec=codec,
+        clock=clock,
+    )
+    handler = Handler(
+        codec=codec,
+        policy=policy,
+        clock=clock,
+        names=names,
+        metrics=metrics,
+        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
+        subjects=subjects,
+        schedule_table=schedule_table,
+        schedule=schedule,
+        chain=chain,
+        send=send,
+    )
+
+    @app.agent(source, concurrency=1)
+    async def lifecycle(stream: Any) -> None:
+        async for event in stream.events():
+            m = event.message
+            await handler.handle(RawMessage(m.topic, m.partition, m.offset, m.key, m.value))
+
+    @schedule_table.on_recover
+    async def rebuild_schedule() -> None:
+        schedule.rebuild(
+            (k.decode(), ScheduleEntry.from_bytes(v)) for k, v in schedule_table.items()
+        )
+        metrics.set_timers_scheduled(len(schedule.index))
+        log.info("schedule rebuilt: %d subjects scheduled", len(schedule.index))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
+        # Another worker may own these partitions now: forget derived state.
+        schedule.clear()
+        chain.forget()
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def wake_due_subjects() -> None:
+        now = clock.now()
+        for subject_id, due_ms in schedule.index.pop_due(to_ms(now)):
+            tick = DueTick(subject_id=subject_id, due_at=_from_ms(due_ms), sent_at=now)
+            await ticks.send(key=subject_id.encode(), value=codec.encode(tick))
+        metrics.set_timers_scheduled(len(schedule.index))
+
+    @app.timer(interval=METRICS_INTERVAL_S)
+    async def refresh_gauges() -> None:
+        now = clock.now()
+        now_ms = to_ms(now)
+        counts: dict[tuple[str, str], int] = {}
+        ages: dict[str, list[float]] = {}
+        for entry in schedule.open_work.values():
+            for request_type, due_ms in entry.requests:
+                bucket = deadline_bucket(_from_ms(due_ms), now)
+                counts[(request_type, bucket)] = counts.get((request_type, bucket), 0) + 1
+            for system, sent_ms in entry.outstanding:
+                ages.setdefault(system, []).append((now_ms - sent_ms) / 1000)
+        metrics.set_requests_open(counts)
+        metrics.set_outstanding(ages)
+        metrics.set_consumer_lag(_consumer_lag(app))
+
+    return Pipeline(app=app, handler=handler, schedule=schedule, metrics=metrics, registry=registry)
+
+
+def _from_ms(ms: int) -> datetime:
+    from datetime import UTC
+
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _consumer_lag(app: faust.App) -> dict[tuple[str, int], int]:
+    lags: dict[tuple[str, int], int] = {}
+    consumer = getattr(app, "_consumer", None)
+    if consumer is None:
+        return lags
+    try:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            position = consumer._committed_offset.get(tp)
+            if highwater is not None and position is not None:
+                lags[(tp.topic, tp.partition)] = max(0, highwater - position - 1)
+    except Exception:  # lag is best effort; never break the worker over a gauge
+        log.debug("consumer lag unavailable", exc_info=True)
+    return lags
+
+
+def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "info") -> None:
+    """Create topics, serve /metrics, run the Faust worker until SIGTERM."""
+    policy = load_policy(settings.policy_path)
+    ensure_topics(settings, bootstrap, [s.id for s in policy.systems])
+    pipeline = build_pipeline(settings, bootstrap, policy=policy)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=pipeline.registry)
+    worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
