@@ -91,7 +91,9 @@ def verify_chain(
             return BrokenLink(offset, event.sequence, "hash does not match the event's content")
         if head is not None:
             if event.prev_hash != head.hash:
-                return BrokenLink(offset, event.sequence, "prev_hash does not match the previous event")
+                return BrokenLink(
+                    offset, event.sequence, "prev_hash does not match the previous event"
+                )
             if event.sequence != head.sequence + 1:
                 return BrokenLink(
                     offset,

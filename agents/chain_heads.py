@@ -67,4 +67,3 @@ class TopicChainHeads:
             raise RuntimeError(f"could not read the last audit record of partition {partition}")
         finally:
             consumer.close()
-

@@ -11,6 +11,7 @@ import click
 from agents.clock import SystemClock
 from streams.broker.cli import kafka
 from streams.broker.errors import BrokerError
+from streams.cli import publish, tail
 from streams.settings import Settings
 
 
@@ -37,6 +38,8 @@ def main() -> None:
 
 
 main.add_command(kafka)
+main.add_command(publish)
+main.add_command(tail)
 
 
 @main.command()
@@ -154,16 +157,3 @@ def demo(duration: float | None) -> None:
     from agents.demo import run_demo
 
     run_demo(duration=duration)
-
-
-def _mount_optional() -> None:
-    # The publisher CLI lives with the codec in streams/.
-    try:
-        from streams.cli import publish, tail
-    except ImportError:  # pragma: no cover - during development only
-        return
-    main.add_command(publish)
-    main.add_command(tail)
-
-
-_mount_optional()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from schemas.commands import Action, AckOutcome, Command, CommandAck, ExportedRecord
+from schemas.commands import AckOutcome, Action, Command, CommandAck, ExportedRecord
 from streams.codec import Codec, DecodeError
 from streams.settings import Settings
 from streams.topics import MURMUR2_PARTITIONER, TopicNames
@@ -189,7 +189,9 @@ class DownstreamConsumer:
 
     def handle(self, msg: Message) -> None:
         try:
-            command = self.codec.decode(msg.value(), msg.key(), now=self.clock(), expected=(Command,))
+            command = self.codec.decode(
+                msg.value(), msg.key(), now=self.clock(), expected=(Command,)
+            )
         except DecodeError as exc:
             # A command we cannot read is the pipeline's bug; log (no payload) and move on.
             log.error("undecodable command at offset %s: %s", msg.offset(), exc)

@@ -30,9 +30,7 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     sec = settings.security
     context: ssl.SSLContext | None = None
     if sec.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(sec.ssl_cafile) if sec.ssl_cafile else None
-        )
+        context = ssl.create_default_context(cafile=str(sec.ssl_cafile) if sec.ssl_cafile else None)
         if sec.ssl_certfile:
             context.load_cert_chain(
                 str(sec.ssl_certfile), str(sec.ssl_keyfile) if sec.ssl_keyfile else None

@@ -127,9 +127,21 @@ class Handler:
         if isinstance(message, DueTick):
             self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
         key = message.subject_id.encode()
-        decision = decide(self._load(key), message, now, self.policy)
+        state = self._load(key)
+        if isinstance(message, CommandAck):
+            self._observe_ack(state, message)
+        decision = decide(state, message, now, self.policy)
         await self._emit(decision, raw.partition, now)
         self._store(key, decision.state)
+
+    def _observe_ack(self, state: SubjectState | None, ack: CommandAck) -> None:
+        tracked = None if state is None else state.commands.get(ack.command_id)
+        if tracked is None:
+            return  # a duplicate or unknown ack: decide() audits it
+        latency = (ack.acked_at - tracked.sent_at).total_seconds()
+        self.metrics.observe_ack(
+            ack.system, tracked.command.action.value, ack.outcome.value, latency
+        )
 
     def _load(self, key: bytes) -> SubjectState | None:
         blob = self.subjects.get(key)
@@ -152,7 +164,11 @@ class Handler:
         pending: list[Awaitable[Any]] = []
         for command in decision.commands:
             topic = self.names.command(command.target_system)
-            pending.append(await self.send(topic, command.subject_id.encode(), self.codec.encode(command), None))
+            pending.append(
+                await self.send(
+                    topic, command.subject_id.encode(), self.codec.encode(command), None
+                )
+            )
             if command.attempt > 1:
                 self.metrics.observe_resend(command.target_system, command.action.value)
             else:
@@ -175,7 +191,9 @@ class Handler:
             for entry in decision.audit:
                 event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
                 head = ChainHead.of(event)
-                pending.append(await self.send(self.names.audit, None, self.codec.encode(event), partition))
+                pending.append(
+                    await self.send(self.names.audit, None, self.codec.encode(event), partition)
+                )
                 self.metrics.observe_decision(entry.rule_id, entry.decision)
                 self.metrics.observe_audit(entry.decision)
             self.chain.advance(partition, head)
@@ -194,9 +212,7 @@ def schedule_entry(state: SubjectState) -> ScheduleEntry:
     return ScheduleEntry(
         due_ms=None if when is None else to_ms(when),
         requests=tuple(
-            (r.request_type.value, to_ms(r.due_at))
-            for r in state.requests.values()
-            if not r.final
+            (r.request_type.value, to_ms(r.due_at)) for r in state.requests.values() if not r.final
         ),
         outstanding=tuple(
             (c.command.target_system, to_ms(c.sent_at)) for c in state.commands.values()

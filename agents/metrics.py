@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from schemas.deadletter import ReasonClass
+
 if TYPE_CHECKING:
     from faust.sensors.prometheus import PrometheusMonitor
 
@@ -117,19 +119,8 @@ OUTSTANDING_AGE_BUCKETS: Final = (
 
 #: ``reason_class`` values of ``lifecycle_dead_letters_total``; anything else is
 #: counted as ``other`` so a free-text reason can never explode cardinality.
-DEAD_LETTER_REASONS: Final = frozenset(
-    {
-        "decode_error",
-        "schema_error",
-        "validation_error",
-        "unknown_event_type",
-        "unknown_system",
-        "policy_error",
-        "oversize",
-        "processing_error",
-        "other",
-    }
-)
+# The codec's reason classes, so the metric and the dead letter agree.
+DEAD_LETTER_REASONS: Final = frozenset({*(r.value for r in ReasonClass), "other"})
 
 #: The exposed name of every metric in the bundle (as in a scrape).
 METRIC_NAMES: Final = (

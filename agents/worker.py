@@ -19,11 +19,13 @@ from agents.handler import Handler, RawMessage, to_ms
 from agents.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
 from agents.rules.policy import Policy, load_policy
 from agents.scheduler import Schedule, ScheduleEntry
+from schemas.base import RequestType
+from schemas.commands import Action
 from schemas.internal import DueTick
 from streams.admin import ensure_topics
 from streams.codec import Codec
 from streams.settings import Settings
-from streams.topics import TopicNames, declared_topics
+from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ def build_pipeline(
     registry = registry or CollectorRegistry()
     metrics = LifecycleMetrics.create(registry, version=__version__, policy_version=policy.version)
     names = TopicNames(settings.topic_prefix)
+    metrics.declare(
+        systems=[s.id for s in policy.systems],
+        actions=[a.value for a in Action],
+        request_types=[t.value for t in RequestType],
+        dead_letter_topics=[*names.inputs, names.acks, names.ticks],
+    )
     codec = Codec.from_settings(settings)
     app = make_app(settings, bootstrap)
     install_faust_sensors(app, registry)
@@ -172,6 +180,8 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "info") ->
     ensure_topics(settings, bootstrap, [s.id for s in policy.systems])
     pipeline = build_pipeline(settings, bootstrap, policy=policy)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=pipeline.registry)
+        start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=pipeline.registry
+        )
     worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

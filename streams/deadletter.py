@@ -89,9 +89,11 @@ def decode_or_dead_letter(
         key = raw_key[:MAX_KEPT_KEY_BYTES] if raw_key is not None else None
         value_limit = max(0, codec.max_message_bytes - ENVELOPE_BYTES - len(key or b""))
         dead = DeadLetter(
-            topic=topic,
-            partition=partition,
-            offset=offset,
+            # Kafka positions are always valid; clamp anyway so that building
+            # the dead letter can never be what raises.
+            topic=topic[:249] or "unknown",
+            partition=max(partition, -1),
+            offset=max(offset, -1),
             original_key=key,
             original_value=raw_value[:value_limit] if raw_value is not None else None,
             reason_class=exc.reason_class,

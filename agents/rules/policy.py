@@ -161,7 +161,21 @@ class CommandSettings(Frozen):
     escalate_after_attempts: int = Field(ge=1, le=100)
 
 
+class DeadlineCalendar(StrEnum):
+    """How request deadlines are computed (N13).
+
+    ``uk-gdpr``: a rights request is due one calendar month after receipt, rolled to
+    the next England & Wales working day, at the end of that UK day; a complaint 30
+    days after receipt (``agents.rights.deadlines``). ``duration``: plain
+    ``response_due`` / ``ico.complain_after`` durations, for compressed demo policies.
+    """
+
+    UK_GDPR = "uk-gdpr"
+    DURATION = "duration"
+
+
 class RequestSettings(Frozen):
+    calendar: DeadlineCalendar = DeadlineCalendar.UK_GDPR
     response_due: Duration = Duration.parse("P1M")
     warn_before: Duration = Duration.parse("P7D")
 

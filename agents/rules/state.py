@@ -14,6 +14,7 @@ outcomes remain).
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from schemas.base import (
     Channel,
     DataCategory,
     DataSource,
+    DocumentType,
     Frozen,
     Identifier,
     LegalBasis,
@@ -31,7 +33,7 @@ from schemas.base import (
     Slug,
     UtcDatetime,
 )
-from schemas.commands import AckOutcome, Command
+from schemas.commands import AckOutcome, Command, ExportedRecord
 from schemas.responses import KeptItem, ResponseStatus
 
 # How many recently processed event ids (and closed command ids) are remembered
@@ -125,6 +127,31 @@ class ConsentState(Frozen):
     withdrawn_at: UtcDatetime | None = None
 
 
+class EvidenceNote(Frozen):
+    """An identity document received for a request (N12): its kind and dates only."""
+
+    evidence_id: Identifier
+    document_type: DocumentType
+    received_at: UtcDatetime
+    issued_on: date | None = None
+
+
+class ExportNote(Frozen):
+    """An export a system confirmed for an access or portability request."""
+
+    system: Slug
+    command_id: Identifier
+    export_reference: ShortText | None = None
+
+
+class PortableRecord(Frozen):
+    """A record a system exported for a portability request; held only until the
+    response carrying it is sent, then dropped from the state."""
+
+    system: Slug
+    record: ExportedRecord
+
+
 class RequestState(Frozen):
     request_id: Identifier
     request_type: RequestType
@@ -140,10 +167,35 @@ class RequestState(Frozen):
     warned: bool = False
     overdue: bool = False
     closed_at: UtcDatetime | None = None
+    # -- rights workflows (agents/rules/rights.py and siblings) --------------------
+    # Which workflow completes it when its commands are done (None: requests.finalize).
+    workflow: Slug | None = None
+    # Evidence received for a request not yet received: not a request yet, only
+    # a holder for the evidence (no deadlines; discarded at ``due_at``).
+    placeholder: bool = False
+    # Identity gate (N12): while required and not verified the deadline clock has
+    # not started; ``due_at`` is then provisional (one month from receipt, used to
+    # chase the evidence), and responses carry ``due_at = None``.
+    identity_required: bool = False
+    identity_verified_at: UtcDatetime | None = None
+    evidence: list[EvidenceNote] = Field(default_factory=list)
+    missing_evidence: list[ShortText] = Field(default_factory=list)
+    # When the deadline clock started (receipt, or identity verification).
+    clock_started_at: UtcDatetime | None = None
+    extended_months: int = 0
+    exports: list[ExportNote] = Field(default_factory=list)
+    portable: list[PortableRecord] = Field(default_factory=list)
+    # Restriction: the records the restriction covers, and whether it is in force.
+    record_keys: list[str] = Field(default_factory=list)
+    restriction_active: bool = False
 
     @property
     def final(self) -> bool:
         return self.status in FINAL_REQUEST_STATUSES
+
+    @property
+    def awaiting_identity(self) -> bool:
+        return self.identity_required and self.identity_verified_at is None
 
 
 class OutstandingCommand(Frozen):

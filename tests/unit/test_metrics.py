@@ -187,7 +187,7 @@ def test_ack_latency_buckets_span_seconds_to_days(metrics: LifecycleMetrics) -> 
 def test_dead_letter_reason_is_a_closed_set(
     registry: CollectorRegistry, metrics: LifecycleMetrics
 ) -> None:
-    metrics.observe_dead_letter("lifecycle.in.crm", "decode_error")
+    metrics.observe_dead_letter("lifecycle.in.crm", "bad_framing")
     metrics.observe_dead_letter("lifecycle.in.crm", "KeyError: 'subject 42'")
     assert sample(
         registry, "lifecycle_dead_letters_total", topic="lifecycle.in.crm", reason_class="other"
@@ -196,7 +196,7 @@ def test_dead_letter_reason_is_a_closed_set(
         registry,
         "lifecycle_dead_letters_total",
         topic="lifecycle.in.crm",
-        reason_class="decode_error",
+        reason_class="bad_framing",
     ) == pytest.approx(1)
 
 
@@ -360,7 +360,7 @@ def test_declare_creates_zero_series_for_alerted_counters(
             registry,
             "lifecycle_dead_letters_total",
             topic="lifecycle.in.crm",
-            reason_class="decode_error",
+            reason_class="bad_framing",
         )
         == 0.0
     )

@@ -1,0 +1,243 @@
+"""Run the real worker (a ``lifecycle worker`` process) against the test broker.
+
+Each ``Pipeline`` gets its own topic prefix, app id (consumer group, table
+changelogs) and data directory, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from agents.downstream import Behaviour, DownstreamConsumer, ReferenceStore
+from agents.rules.policy import load_policy
+from schemas.base import Frozen
+from streams.admin import ensure_topics
+from streams.broker.ports import free_ports
+from streams.codec import Codec
+from streams.settings import REPO_ROOT, Settings
+from streams.topics import MURMUR2_PARTITIONER, TopicNames
+
+LIFECYCLE = Path(sys.executable).parent / "lifecycle"
+READY_LINE = "[^Worker]: Ready"
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    workdir: Path
+    policy_path: Path = REPO_ROOT / "agents" / "policy" / "notice.yaml"
+    partitions: int = 2
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    metrics_port: int = field(default_factory=lambda: free_ports(1)[0])
+    runs: int = 0
+    _downstreams: list[tuple[DownstreamConsumer, threading.Thread]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.names = TopicNames(self.prefix)
+        self.codec = Codec()
+        self.settings = Settings(
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=self.prefix,
+            partitions=self.partitions,
+            var_dir=self.workdir,
+            policy_path=self.policy_path,
+        )
+        self.policy = load_policy(self.policy_path)
+        ensure_topics(self.settings, self.bootstrap, [s.id for s in self.policy.systems])
+        self.producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "partitioner": MURMUR2_PARTITIONER,
+            }
+        )
+
+    # -- worker process -----------------------------------------------------
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "LIFECYCLE_TOPIC_PREFIX": self.prefix,
+            "LIFECYCLE_APP_ID": self.prefix,
+            "LIFECYCLE_PARTITIONS": str(self.partitions),
+            "LIFECYCLE_VAR_DIR": str(self.workdir),
+            "LIFECYCLE_POLICY_PATH": str(self.policy_path),
+            "LIFECYCLE_METRICS_PORT": str(self.metrics_port),
+            "LIFECYCLE_WEB_PORT": "0",
+            **self.extra_env,
+        }
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"worker-{self.runs}.log"
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.runs += 1
+        with self.log_path.open("wb") as log:
+            # The child keeps its own copy of the file descriptor.
+            self.process = subprocess.Popen(
+                [str(LIFECYCLE), "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(
+            lambda: READY_LINE in self.log_path.read_text(errors="replace"),
+            timeout,
+            f"worker did not become ready; see {self.log_path}",
+            alive=self.process,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(10)
+        finally:
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group, as a crash would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.process = None
+
+    def close(self) -> None:
+        for consumer, thread in self._downstreams:
+            consumer.stop()
+            thread.join(10)
+        if self.process is not None:
+            self.stop()
+
+    # -- downstream systems ---------------------------------------------------
+
+    def run_downstream(self, system: str, behaviour: Behaviour = Behaviour()) -> DownstreamConsumer:
+        consumer = DownstreamConsumer(
+            system=system,
+            bootstrap=self.bootstrap,
+            settings=self.settings,
+            store=ReferenceStore(self.workdir / "downstream" / f"{system}.sqlite"),
+            behaviour=behaviour,
+        )
+        thread = threading.Thread(target=consumer.run, name=f"downstream-{system}", daemon=True)
+        thread.start()
+        self._downstreams.append((consumer, thread))
+        return consumer
+
+    # -- traffic ----------------------------------------------------------
+
+    def publish(self, event: Frozen, topic: str | None = None, raw: bytes | None = None) -> None:
+        source = getattr(event, "source_system", "privacy-desk")
+        subject = getattr(event, "subject_id")
+        self.producer.produce(
+            topic or self.names.input(source),
+            key=subject.encode(),
+            value=raw if raw is not None else self.codec.encode(event),
+        )
+        assert self.producer.flush(30) == 0
+
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.producer.produce(topic, key=key, value=value)
+        assert self.producer.flush(30) == 0
+
+    def read(self, topic: str) -> list[tuple[int, int, Any]]:
+        """Everything on ``topic`` now: (partition, offset, decoded model)."""
+        out: list[tuple[int, int, Any]] = []
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": "reader", "enable.auto.commit": False}
+        )
+        try:
+            for partition in range(self.partitions):
+                tp = TopicPartition(topic, partition)
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                if high <= low:
+                    continue
+                consumer.assign([TopicPartition(topic, partition, low)])
+                offset = low
+                while offset < high:
+                    msg = consumer.poll(5.0)
+                    if msg is None:
+                        raise TimeoutError(f"{topic}[{partition}] stalled at {offset}")
+                    if msg.error():
+                        continue
+                    offset = msg.offset() + 1
+                    model = self.codec.decode(
+                        msg.value(), msg.key(), now=datetime.now(UTC), check_key=False
+                    )
+                    out.append((partition, msg.offset(), model))
+        finally:
+            consumer.close()
+        return out
+
+    def models(self, topic: str, kind: type[Any]) -> list[Any]:
+        return [m for _, _, m in self.read(topic) if isinstance(m, kind)]
+
+    def wait_for_models(
+        self,
+        topic: str,
+        kind: type[Any],
+        predicate: Callable[[list[Any]], bool],
+        timeout: float = 60.0,
+        what: str = "",
+    ) -> list[Any]:
+        found: list[Any] = []
+
+        def check() -> bool:
+            nonlocal found
+            found = self.models(topic, kind)
+            return predicate(found)
+
+        wait_for(check, timeout, f"timed out waiting on {topic}: {what}", alive=self.process)
+        return found
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float,
+    message: str,
+    *,
+    alive: subprocess.Popen[bytes] | None = None,
+    interval: float = 0.5,
+) -> None:
+    """Poll ``condition`` until true. Waiting on a real system is not a timed assertion:
+    the timeout only bounds how long a broken run takes to fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if alive is not None and alive.poll() is not None:
+            raise AssertionError(f"worker exited with {alive.returncode}: {message}")
+        time.sleep(interval)
+    raise AssertionError(message)
+
+
+def pipelines(bootstrap: str, tmp_path: Path, **kwargs: Any) -> Iterator[Pipeline]:
+    pipeline = Pipeline(bootstrap=bootstrap, workdir=tmp_path, **kwargs)
+    try:
+        yield pipeline
+    finally:
+        pipeline.close()

@@ -1,0 +1,167 @@
+"""The worker end to end on a real broker: events in, commands out, acks back, audit written."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from schemas.audit import AuditEvent
+from schemas.commands import Action, Command
+from schemas.deadletter import DeadLetter, ReasonClass
+from schemas.events import CallRecorded, LegalHoldPlaced, LegalHoldReleased
+from tests.integration.pipeline import Pipeline, pipelines, wait_for
+
+from agents.audit_chain import ChainHead, verify_chain
+
+
+@pytest.fixture
+def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
+    yield from pipelines(kafka_bootstrap, tmp_path)
+
+
+def recording(subject: str, recorded_at: datetime, n: int = 1) -> CallRecorded:
+    return CallRecorded(
+        event_id=f"ev-{subject}-{n}",
+        subject_id=subject,
+        source_system="telephony",
+        event_time=recorded_at,
+        recording_id=f"rec-{subject}-{n}",
+        system="call-recorder",
+    )
+
+
+def deletes_for(pipeline: Pipeline, record_id: str) -> list[Command]:
+    return [
+        c
+        for c in pipeline.models(pipeline.names.command("call-recorder"), Command)
+        if c.action is Action.DELETE and record_id in c.record_ids
+    ]
+
+
+def test_recording_deleted_at_30_days_acknowledged_and_audited(pipeline: Pipeline) -> None:
+    pipeline.start()
+    pipeline.run_downstream("call-recorder")
+    # Recorded 30 days ago minus a few seconds: due a few seconds from now.
+    due = datetime.now(UTC) + timedelta(seconds=4)
+    event = recording("cust-n7", due - timedelta(days=30))
+    pipeline.publish(event)
+
+    commands = pipeline.wait_for_models(
+        pipeline.names.command("call-recorder"),
+        Command,
+        lambda cs: any(c.action is Action.DELETE for c in cs),
+        what="delete command for the recording",
+    )
+    command = commands[0]
+    assert command.record_ids == [event.recording_id]
+    assert command.rule_id == "N7.call-recordings"
+    assert command.issued_at >= due.replace(microsecond=due.microsecond // 1000 * 1000)
+
+    audit = pipeline.wait_for_models(
+        pipeline.names.audit,
+        AuditEvent,
+        lambda es: any(e.decision == "command-completed" for e in es),
+        what="acknowledgement closing the command",
+    )
+    decisions = [e.decision for e in audit]
+    assert "retention-delete" in decisions
+    assert all(e.subject_ref != event.subject_id for e in audit)
+    by_partition: dict[int, list[tuple[int, AuditEvent]]] = {}
+    for partition, offset, model in pipeline.read(pipeline.names.audit):
+        by_partition.setdefault(partition, []).append((offset, model))
+    for events in by_partition.values():
+        assert verify_chain(events, ChainHead.genesis()) is None
+
+
+def test_bad_input_is_dead_lettered_and_the_worker_carries_on(pipeline: Pipeline) -> None:
+    pipeline.start()
+    topic = pipeline.names.input("telephony")
+    pipeline.publish_raw(topic, b"cust-bad", b"\xc3\x01not avro at all")
+    pipeline.publish_raw(topic, None, b"garbage")
+    good = recording("cust-good", datetime.now(UTC) - timedelta(days=1))
+    pipeline.publish(good)
+
+    dead = pipeline.wait_for_models(
+        pipeline.names.dead_letter, DeadLetter, lambda ds: len(ds) >= 2, what="two dead letters"
+    )
+    assert {d.original_value for d in dead} == {b"\xc3\x01not avro at all", b"garbage"}
+    assert all(d.topic == topic and d.reason for d in dead)
+    assert ReasonClass.BAD_FRAMING in {d.reason_class for d in dead}
+    pipeline.wait_for_models(
+        pipeline.names.audit,
+        AuditEvent,
+        lambda es: any(good.event_id in e.event_ids_in for e in es),
+        what="the valid event processed after the broken ones",
+    )
+    assert pipeline.process is not None and pipeline.process.poll() is None
+
+
+def test_hold_blocks_deletion_until_released(pipeline: Pipeline) -> None:
+    pipeline.start()
+    event = recording("cust-hold", datetime.now(UTC) - timedelta(days=31))
+    hold = LegalHoldPlaced(
+        event_id="ev-hold-1",
+        subject_id=event.subject_id,
+        source_system="privacy-desk",
+        event_time=datetime.now(UTC) - timedelta(days=31, seconds=-1),
+        hold_id="hold-1",
+        reason="litigation",
+        case_reference="CASE-1",
+    )
+    pipeline.publish(hold)
+    pipeline.publish(event)
+    pipeline.wait_for_models(
+        pipeline.names.audit,
+        AuditEvent,
+        lambda es: any(event.event_id in e.event_ids_in for e in es),
+        what="recording registered",
+    )
+    assert deletes_for(pipeline, event.recording_id) == []
+
+    pipeline.publish(
+        LegalHoldReleased(
+            event_id="ev-hold-2",
+            subject_id=event.subject_id,
+            source_system="privacy-desk",
+            event_time=datetime.now(UTC),
+            hold_id="hold-1",
+        )
+    )
+    wait_for(
+        lambda: len(deletes_for(pipeline, event.recording_id)) > 0,
+        60,
+        "overdue recording deleted once the hold is released",
+    )
+
+
+def test_scheduled_items_survive_sigkill_and_never_fire_early(pipeline: Pipeline) -> None:
+    pipeline.start()
+    due = datetime.now(UTC) + timedelta(seconds=25)
+    events = [recording(f"cust-k{i}", due - timedelta(days=30), i) for i in range(5)]
+    for event in events:
+        pipeline.publish(event)
+    pipeline.wait_for_models(
+        pipeline.names.audit,
+        AuditEvent,
+        lambda es: sum(e.decision == "retention-scheduled" for e in es) >= len(events),
+        what="all recordings scheduled",
+    )
+    pipeline.kill()
+    assert all(deletes_for(pipeline, e.recording_id) == [] for e in events)
+
+    pipeline.start()
+    wait_for(
+        lambda: all(deletes_for(pipeline, e.recording_id) for e in events),
+        90,
+        "every scheduled deletion fired after the restart",
+    )
+    for event in events:
+        commands = deletes_for(pipeline, event.recording_id)
+        # Redelivery may repeat a command, but always under the same id.
+        assert len({c.command_id for c in commands}) == 1
+        assert all(c.issued_at >= due - timedelta(milliseconds=1) for c in commands)
+    assert pipeline.stop(signal.SIGTERM) == 0
