@@ -72,7 +72,8 @@ def ensure_topics(
                 # Another worker creating the same topic at once is fine.
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-            log.info("created topic %s", name)
+            log.debug("created topic %s", name)
+        log.info("created %d declared topic(s)", len(missing))
     drift = topic_drift(admin, specs)
     if drift:
         raise TopicDrift("declared topics differ from the live ones: " + "; ".join(drift))

@@ -10,7 +10,9 @@
 3. fires everything whose time has come, i.e. is due at or before ``now``:
    request deadline warnings, record deletions (retention), command retries
    and escalations; nothing is fired early;
-4. returns the new state, or None when nothing is left to keep (the table
+4. while processing is restricted, extends the restriction to records
+   registered since and audits what went out (``restriction.enforce``);
+5. returns the new state, or None when nothing is left to keep (the table
    entry is deleted).
 
 ``next_due(state)`` gives the earliest time anything in the state becomes due,
@@ -21,10 +23,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from agents.rules import commands, ids, requests, retention
+from agents.rules import access as _access  # noqa: F401
+from agents.rules import commands, ids, requests, restriction, retention, rights
+from agents.rules import consent as _consent  # noqa: F401
 from agents.rules import erasure as _erasure  # noqa: F401  (registers handlers)
 from agents.rules import marketing as _marketing  # noqa: F401
+from agents.rules import objection as _objection  # noqa: F401  (after marketing)
 from agents.rules import records as _records  # noqa: F401
+from agents.rules import rectification as _rectification  # noqa: F401
 from agents.rules.context import AuditEntry, Ctx, Decision
 from agents.rules.policy import Policy
 from agents.rules.registry import handler_for, handles
@@ -40,6 +46,7 @@ __all__ = ["AuditEntry", "Decision", "Message", "decide", "next_due"]
 
 @handles(CommandAck)
 def _on_ack(ctx: Ctx, ack: CommandAck) -> None:
+    rights.note_ack(ctx, ack)  # export references (and portable records) first
     commands.on_ack(ctx, ack)
 
 
@@ -99,6 +106,8 @@ def decide(state: SubjectState | None, message: Message, now: datetime, policy: 
     else:
         handler(ctx, message)
     _sweep(ctx)
+    # While restricted: new records are restricted too; deletions are audited.
+    restriction.enforce(ctx)
     return Decision(
         None if ctx.is_empty else ctx.to_state(),
         ctx.out_commands,

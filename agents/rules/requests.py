@@ -1,27 +1,80 @@
 """Tracking data-subject requests to their end (N9, N10, N13).
 
-A request is opened with a due date (``requests.response_due`` after receipt)
-and a warning time (``requests.warn_before`` earlier). Commands issued for it
+A request is opened with a due date and a warning time (``requests.warn_before``
+earlier). The due date (``due_for``) depends on ``requests.calendar``:
+
+* ``uk-gdpr`` (the shipped policy): a rights request is due one calendar month
+  after receipt, on the next England & Wales working day, at the end of that UK
+  day (``agents.rights.deadlines.rights_request_due``); a complaint 30 days after
+  receipt (``complaint_due``); an extension counts 1 + months calendar months
+  from the day the clock started (``extend``).
+* ``duration`` (compressed demo policies): ``requests.response_due`` after
+  receipt, ``ico.complain_after`` for complaints, and an extension adds
+  ``response_due`` once per month of extension.
+
+Requests that need identity (access, portability: N12) start their clock when
+identity is verified (``start_clock``); until then ``due_at`` is provisional
+(one period from receipt, used to chase the evidence: audit
+``identity-still-awaited`` once when it passes) and responses carry
+``due_at = None``. Commands issued for it
 are listed in ``pending_command_ids``; when the last one closes the request is
 finalised: COMPLETED, or PARTIALLY_REFUSED when some records were kept (each
 ``KeptItem`` says why, and the response names the right to complain to the
 ICO). A command that is escalated marks the request FAILED with a response, so
 a stuck request is visible; a later DONE can still complete it.
 
-Deadline audit entries: ``request-deadline-near`` at the warning time and
-``request-overdue`` at the due time, once each, for requests not final.
+Deadline audit entries: ``request-due-soon`` at the warning time and
+``request-overdue`` at the due time, once each, for requests not final; an
+overdue request stays open (it is never closed silently). Placeholders
+(evidence received before its request) are discarded at their ``due_at`` with
+audit ``identity-evidence-discarded``.
+
+Workflows other than erasure register a completer (``register_completer``)
+that builds their final response when the last command closes.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 
+from agents.rights import deadlines
 from agents.rules import ids
 from agents.rules.context import Ctx
+from agents.rules.policy import DeadlineCalendar, Policy
 from agents.rules.state import RequestState, replace
 from schemas.base import RequestType
 from schemas.responses import KeptItem, RequestResponse, ResponseStatus
+
+Completer = Callable[[Ctx, RequestState], None]
+_COMPLETERS: dict[str, Completer] = {}
+
+
+def register_completer(workflow: str, completer: Completer) -> None:
+    """``completer`` answers requests of ``workflow`` once their commands are done."""
+    if workflow in _COMPLETERS:
+        raise ValueError(f"workflow {workflow!r} already has a completer")
+    _COMPLETERS[workflow] = completer
+
+
+def due_for(
+    policy: Policy, request_type: RequestType, start: datetime, *, extended_months: int = 0
+) -> datetime:
+    """When a request whose clock started at ``start`` must be answered (N13)."""
+    settings = policy.requests
+    uk = settings.calendar is DeadlineCalendar.UK_GDPR
+    if request_type is RequestType.COMPLAINT:
+        return deadlines.complaint_due(start) if uk else policy.ico.complain_after.after(start)
+    if uk:
+        due = deadlines.rights_request_due(start)
+        if extended_months:
+            due = deadlines.extend(due, extended_months, received=start)
+        return due
+    due = start
+    for _ in range(1 + extended_months):
+        due = settings.response_due.after(due)
+    return due
 
 
 def open_request(
@@ -32,9 +85,11 @@ def open_request(
     controller_id: str,
     event_id: str,
     received_at: datetime,
+    identity_required: bool = False,
+    workflow: str | None = None,
 ) -> RequestState:
     settings = ctx.policy.requests
-    due = settings.response_due.after(received_at)
+    due = due_for(ctx.policy, request_type, received_at)
     request = RequestState(
         request_id=request_id,
         request_type=request_type,
@@ -43,14 +98,40 @@ def open_request(
         received_at=received_at,
         due_at=due,
         warn_at=settings.warn_before.before(due),
-        status=ResponseStatus.IN_PROGRESS,
+        status=(
+            ResponseStatus.AWAITING_IDENTITY if identity_required else ResponseStatus.IN_PROGRESS
+        ),
+        workflow=workflow,
+        identity_required=identity_required,
+        clock_started_at=None if identity_required else received_at,
+        # No due-soon warning while the clock has not started.
+        warned=identity_required,
     )
     ctx.requests[request_id] = request
     return request
 
 
-def _response_id(request_id: str, status: ResponseStatus) -> str:
-    digest = hashlib.sha256(f"{request_id}\x1f{status.value}".encode()).hexdigest()
+def start_clock(ctx: Ctx, request: RequestState, started_at: datetime) -> RequestState:
+    """Identity verified: the deadline now runs from ``started_at`` (N12, N13)."""
+    due = due_for(ctx.policy, request.request_type, started_at)
+    request = replace(
+        request,
+        identity_verified_at=started_at,
+        clock_started_at=started_at,
+        due_at=due,
+        warn_at=ctx.policy.requests.warn_before.before(due),
+        warned=False,
+        overdue=False,
+        status=ResponseStatus.IN_PROGRESS,
+        missing_evidence=[],
+    )
+    ctx.requests[request.request_id] = request
+    return request
+
+
+def _response_id(request_id: str, status: ResponseStatus, variant: str = "") -> str:
+    text = f"{request_id}\x1f{status.value}" + (f"\x1f{variant}" if variant else "")
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return f"resp-{digest[:32]}"
 
 
@@ -61,8 +142,15 @@ def respond(
     *,
     reasons: list[str] | None = None,
     kept: list[KeptItem] | None = None,
+    missing_evidence: list[str] | None = None,
+    body_json: str | None = None,
+    variant: str = "",
 ) -> RequestState:
-    """Set the request's status and emit a response with it."""
+    """Set the request's status and emit a response with it.
+
+    ``variant`` distinguishes two responses of the same status for one request
+    (e.g. a second ``awaiting_identity`` after more evidence, an extension), so
+    each has its own stable response id."""
     kept = list(request.kept if kept is None else kept)
     reasons = list(request.reasons if reasons is None else reasons)
     closed_at = (
@@ -71,11 +159,19 @@ def respond(
         in (ResponseStatus.COMPLETED, ResponseStatus.PARTIALLY_REFUSED, ResponseStatus.REFUSED)
         else None
     )
-    request = replace(request, status=status, kept=kept, reasons=reasons, closed_at=closed_at)
+    missing = list(request.missing_evidence if missing_evidence is None else missing_evidence)
+    request = replace(
+        request,
+        status=status,
+        kept=kept,
+        reasons=reasons,
+        closed_at=closed_at,
+        missing_evidence=missing,
+    )
     ctx.requests[request.request_id] = request
     ctx.out_responses.append(
         RequestResponse(
-            response_id=_response_id(request.request_id, status),
+            response_id=_response_id(request.request_id, status, variant),
             request_id=request.request_id,
             request_type=request.request_type,
             subject_id=ctx.subject_id,
@@ -83,8 +179,10 @@ def respond(
             status=status,
             reasons=reasons,
             kept=kept,
+            missing_evidence=missing if status is ResponseStatus.AWAITING_IDENTITY else [],
+            body_json=body_json,
             received_at=request.received_at,
-            due_at=request.due_at,
+            due_at=None if request.awaiting_identity else request.due_at,
             issued_at=ctx.now,
         )
     )
@@ -114,6 +212,15 @@ def finalize(ctx: Ctx, request: RequestState) -> RequestState:
     return request
 
 
+def complete(ctx: Ctx, request: RequestState) -> None:
+    """Nothing is outstanding: answer with the workflow's completer, or ``finalize``."""
+    completer = _COMPLETERS.get(request.workflow or "")
+    if completer is None:
+        finalize(ctx, request)
+    else:
+        completer(ctx, request)
+
+
 def on_command_closed(ctx: Ctx, command_id: str) -> None:
     for request in list(ctx.requests.values()):
         if command_id not in request.pending_command_ids:
@@ -122,7 +229,7 @@ def on_command_closed(ctx: Ctx, command_id: str) -> None:
         request = replace(request, pending_command_ids=pending)
         ctx.requests[request.request_id] = request
         if not pending and not request.final:
-            finalize(ctx, request)
+            complete(ctx, request)
 
 
 def on_command_escalated(ctx: Ctx, command_id: str, system: str) -> None:
@@ -150,11 +257,35 @@ def fire_deadlines(ctx: Ctx) -> None:
     for request in list(ctx.requests.values()):
         if request.final:
             continue
+        if request.placeholder:
+            if request.due_at <= ctx.now:
+                del ctx.requests[request.request_id]
+                ctx.audit(
+                    ids.N13_DEADLINE,
+                    "identity-evidence-discarded",
+                    controller_id=request.controller_id,
+                    request_id=request.request_id,
+                    evidence=len(request.evidence),
+                )
+            continue
+        if request.awaiting_identity:
+            # The clock has not started; chase the evidence once at the provisional due.
+            if not request.overdue and request.due_at <= ctx.now:
+                ctx.requests[request.request_id] = replace(request, overdue=True)
+                ctx.audit(
+                    ids.N13_DEADLINE,
+                    "identity-still-awaited",
+                    controller_id=request.controller_id,
+                    request_id=request.request_id,
+                    request_type=request.request_type.value,
+                    received_at=request.received_at,
+                )
+            continue
         if not request.warned and request.warn_at <= ctx.now:
             request = replace(request, warned=True)
             ctx.audit(
                 ids.N13_DEADLINE,
-                "request-deadline-near",
+                "request-due-soon",
                 controller_id=request.controller_id,
                 request_id=request.request_id,
                 request_type=request.request_type.value,

@@ -88,6 +88,7 @@ def _fetch(version: str, vdir: Path) -> Path:
         str(mvn),
         "-q",
         "-B",
+        "-Dstyle.color=never",  # plain text in mvn.log
         "-f",
         str(paths.POM_FILE),
         f"-Dkafka.version={version}",

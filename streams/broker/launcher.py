@@ -69,6 +69,7 @@ class LocalKafka:
         stop_timeout: float = process.DEFAULT_STOP_TIMEOUT_S,
         heap: str = DEFAULT_HEAP,
         extra_config: Mapping[str, str] | None = None,
+        jvm_options: Sequence[str] = (),
         keep_logs: bool = False,
     ) -> None:
         """Describe a cluster; nothing runs until ``start()``.
@@ -76,7 +77,8 @@ class LocalKafka:
         ``name`` picks the dir ``<base_dir>/<name>`` (default ``local-<random>``);
         ``base_dir`` defaults to ``<var>/kafka``. ``keep_logs`` keeps the nodes' logs
         after ``stop()`` (data is always removed). ``extra_config`` overrides any
-        generated server property, on every node.
+        generated server property, on every node; ``jvm_options`` are added after the
+        launcher's own (HotSpot lets later options win).
         """
         if nodes not in SUPPORTED_NODE_COUNTS:
             raise ValueError(f"nodes must be one of {SUPPORTED_NODE_COUNTS}, not {nodes}")
@@ -91,6 +93,7 @@ class LocalKafka:
         self.stop_timeout = stop_timeout
         self.heap = heap
         self.extra_config = dict(extra_config or {})
+        self.jvm_options = list(jvm_options)
         self.keep_logs = keep_logs
         self.cluster_id: str | None = None
         self.startup_seconds: float | None = None
@@ -135,7 +138,7 @@ class LocalKafka:
         does not come up within ``wait_timeout``; whatever was started is then
         killed and its data removed (logs are kept for the message to point at).
         """
-        if self._procs:
+        if self._started:
             raise BrokerError(f"kafka cluster '{self.name}' is already started")
         began = time.monotonic()
         self._java = find_java()
@@ -144,27 +147,33 @@ class LocalKafka:
         sweep_abandoned(self.base_dir)
         self._claim_cluster_dir()
         self._owner_pid = os.getpid()
+        # If this process ends without stop() (SIGTERM, an exception that ends the
+        # program), the exit hooks stop the JVMs and then remove the data as stop() would.
+        process.add_exit_cleanup(id(self), self._remove_files)
         self._started_at = datetime.now(tz=UTC).isoformat(timespec="seconds")
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                self._start_once()
-            except _PortConflict as exc:
-                self._abort()
-                if attempt == START_ATTEMPTS:
-                    raise BrokerError(
-                        f"kafka cluster '{self.name}' could not bind free loopback ports "
-                        f"in {START_ATTEMPTS} attempts; see {exc}"
-                    ) from None
-                # Fresh dir, so the old "Address already in use" lines cannot make a
-                # later, different failure look like a port conflict.
-                shutil.rmtree(self.cluster_dir, ignore_errors=True)
-            except BaseException:
-                self._abort()
-                raise
-            else:
-                self._started = True
-                self.startup_seconds = time.monotonic() - began
-                return self
+        try:
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    self._start_once()
+                except _PortConflict as exc:
+                    self._abort()
+                    if attempt == START_ATTEMPTS:
+                        raise BrokerError(
+                            f"kafka cluster '{self.name}' could not bind free loopback ports "
+                            f"in {START_ATTEMPTS} attempts; see {exc}"
+                        ) from None
+                    # Fresh dir, so the old "Address already in use" lines cannot make a
+                    # later, different failure look like a port conflict.
+                    shutil.rmtree(self.cluster_dir, ignore_errors=True)
+                else:
+                    self._started = True
+                    self.startup_seconds = time.monotonic() - began
+                    return self
+        except BaseException:
+            self._abort()
+            # The logs the error points at must survive this process's exit.
+            process.remove_exit_cleanup(id(self))
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def stop(self) -> None:
@@ -177,6 +186,10 @@ class LocalKafka:
         for proc in procs:
             process.unregister(proc)
         self._procs.clear()
+        process.remove_exit_cleanup(id(self))
+        self._remove_files()
+
+    def _remove_files(self) -> None:
         if self.cluster_dir.exists():
             remove_cluster_files(self.cluster_dir, keep_logs=self.keep_logs)
 
@@ -187,6 +200,7 @@ class LocalKafka:
         """
         for proc in self._procs.values():
             process.detach(proc)
+        process.remove_exit_cleanup(id(self))
         self._owner_pid = None
         self._write_state()
 
@@ -294,10 +308,15 @@ class LocalKafka:
         return [
             f"-Xmx{heap}",
             "-XX:+UseSerialGC",  # one GC thread: cheap on small CI machines
+            # C1 only: ~20% faster start-up (measured 2.5 s -> 2.0 s for one node), and
+            # no C2 compiler threads competing for 2 cores; peak speed is not what
+            # test brokers need. ``jvm_options`` can put "-XX:TieredStopAtLevel=4" back.
+            "-XX:TieredStopAtLevel=1",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={paths.LOG4J2_FILE}",
             f"-Dkafka.logs.dir={layout.logs_dir(self.cluster_dir, node_id)}",
+            *self.jvm_options,
             "-cp",
             f"{self._libs}/*",
         ]

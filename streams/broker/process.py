@@ -170,12 +170,34 @@ def registered() -> list[NodeProcess]:
         return list(_registry.values())
 
 
+# Run after the processes are stopped at exit, e.g. to remove a cluster's data dir.
+_exit_cleanups: dict[int, Callable[[], None]] = {}
+
+
+def add_exit_cleanup(key: int, cleanup: Callable[[], None]) -> None:
+    _install_hooks()
+    with _registry_lock:
+        _exit_cleanups[key] = cleanup
+
+
+def remove_exit_cleanup(key: int) -> None:
+    with _registry_lock:
+        _exit_cleanups.pop(key, None)
+
+
 def stop_registered() -> None:
     """Stop every process still registered (at exit or on a termination signal)."""
     with _registry_lock:
         procs = list(_registry.values())
         _registry.clear()
+        cleanups = list(_exit_cleanups.values())
+        _exit_cleanups.clear()
     stop_all(procs, timeout=_EXIT_STOP_TIMEOUT_S)
+    for cleanup in cleanups:
+        # Best effort while the interpreter exits: one failed cleanup must not
+        # keep the others (or the exit itself) from happening.
+        with contextlib.suppress(Exception):
+            cleanup()
 
 
 def _install_hooks() -> None:

@@ -12,14 +12,16 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.downstream import Behaviour, DownstreamConsumer, ReferenceStore
 from agents.rules.policy import load_policy
@@ -163,6 +165,68 @@ class Pipeline:
     def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.producer.produce(topic, key=key, value=value)
         assert self.producer.flush(30) == 0
+
+    def publish_many(self, events: Iterable[Frozen]) -> int:
+        """Publish ``events`` as fast as the producer takes them (one flush at the end)."""
+        count = 0
+        for event in events:
+            source = getattr(event, "source_system", "privacy-desk")
+            while True:
+                try:
+                    self.producer.produce(
+                        self.names.input(source),
+                        key=getattr(event, "subject_id").encode(),  # noqa: B009 (Frozen has none)
+                        value=self.codec.encode(event),
+                    )
+                    break
+                except BufferError:  # local queue full: let deliveries drain
+                    self.producer.poll(0.1)
+            count += 1
+            self.producer.poll(0)
+        assert self.producer.flush(120) == 0
+        return count
+
+    def append(self, topic: str, partition: int, value: bytes, key: bytes | None = None) -> int:
+        """Produce one record to an explicit partition; returns the offset it landed at."""
+        delivered: list[Any] = []
+        self.producer.produce(
+            topic,
+            key=key,
+            value=value,
+            partition=partition,
+            on_delivery=lambda err, msg: delivered.append(err or msg),
+        )
+        assert self.producer.flush(30) == 0
+        (result,) = delivered
+        if isinstance(result, KafkaError):
+            raise RuntimeError(f"append to {topic}[{partition}] failed: {result}")
+        return int(result.offset())
+
+    # -- worker internals ---------------------------------------------------
+
+    @property
+    def worker_data_dir(self) -> Path:
+        """The worker's local table data (RocksDB); its changelog topics are the truth."""
+        return self.settings.worker_data_dir
+
+    def scrape_metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The worker's /metrics, as {sample name: [(labels, value)]}."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        out: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+        return out
+
+    def metric_sum(self, name: str, **labels: str) -> float:
+        """Sum of ``name``'s samples whose labels include ``labels``; 0 when absent."""
+        return sum(
+            value
+            for sample_labels, value in self.scrape_metrics().get(name, [])
+            if all(sample_labels.get(k) == v for k, v in labels.items())
+        )
 
     def read(self, topic: str) -> list[tuple[int, int, Any]]:
         """Everything on ``topic`` now: (partition, offset, decoded model)."""

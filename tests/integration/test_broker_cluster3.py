@@ -92,7 +92,10 @@ def test_acks_all_writes_survive_a_killed_leader(kafka_cluster3_for_faults: Loca
     leader, replicas = partition_replicas(admin, topic)
     assert sorted(replicas) == cluster.node_ids
 
-    producer = Producer({"bootstrap.servers": cluster.bootstrap_servers, "acks": "all"})
+    # Idempotent: retries across the leader change must not write duplicates.
+    producer = Producer(
+        {"bootstrap.servers": cluster.bootstrap_servers, "acks": "all", "enable.idempotence": True}
+    )
     before = [f"before-{i}".encode() for i in range(BATCH)]
     first = produce(producer, topic, before)
     assert first.errors == []

@@ -1,0 +1,102 @@
+"""Consent (N4): recorded when given; its withdrawal stops what relied on it.
+
+``ConsentGiven`` records the consent for the purpose (``state.consents``;
+audit ``consent-recorded``; when the policy's basis for that purpose is not
+consent, audit ``consent-not-the-basis`` as well: consent is used only where
+nothing else applies, so the desk should look).
+
+``ConsentWithdrawn`` records the withdrawal and sends STOP_PROCESSING (rule
+``N4.consent``, ``parameters.purpose`` = the purpose, ``parameters.reason`` =
+``consent-withdrawn``; ``request_id`` = the withdrawal event id, so a later
+withdrawal after fresh consent is a new command) to every system holding
+records whose legal basis is consent for that purpose. Records of the same
+purpose under another basis (contract, legal obligation, legitimate interests)
+are untouched and counted in the audit entry (``other-basis``).
+
+Decision: STOP_PROCESSING, not DELETE. Withdrawal stops the processing that
+relied on consent (N4); it is not an erasure request. The records keep their
+retention schedule and are deleted when it says so, or at once if the subject
+asks for erasure (those records then have no ground to be kept). Consent given
+again later needs no command: systems act on new consent when they register
+new records.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from agents.rules import commands
+from agents.rules.context import Ctx
+from agents.rules.registry import handles
+from agents.rules.rights import N4_CONSENT, live_records
+from agents.rules.state import ConsentState, RecordStatus
+from schemas.base import LegalBasis
+from schemas.commands import Action
+from schemas.events import ConsentGiven, ConsentWithdrawn
+
+
+@handles(ConsentGiven)
+def on_consent_given(ctx: Ctx, event: ConsentGiven) -> None:
+    previous = ctx.consents.get(event.purpose)
+    ctx.consents[event.purpose] = ConsentState(
+        purpose=event.purpose, given_at=event.event_time, withdrawn_at=None
+    )
+    ctx.audit(
+        N4_CONSENT,
+        "consent-recorded",
+        controller_id=event.controller_id,
+        purpose=event.purpose,
+        previously_withdrawn=previous is not None and previous.withdrawn_at is not None,
+    )
+    purpose = ctx.policy.purpose(event.purpose)
+    if purpose is None or purpose.legal_basis is not LegalBasis.CONSENT:
+        ctx.audit(
+            N4_CONSENT,
+            "consent-not-the-basis",
+            controller_id=event.controller_id,
+            purpose=event.purpose,
+            policy_basis=purpose.legal_basis.value if purpose else "unknown-purpose",
+        )
+
+
+@handles(ConsentWithdrawn)
+def on_consent_withdrawn(ctx: Ctx, event: ConsentWithdrawn) -> None:
+    previous = ctx.consents.get(event.purpose)
+    ctx.consents[event.purpose] = ConsentState(
+        purpose=event.purpose,
+        given_at=previous.given_at if previous else None,
+        withdrawn_at=event.event_time,
+    )
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    other_basis = 0
+    for record in live_records(ctx):
+        if record.purpose != event.purpose or record.status is not RecordStatus.HELD:
+            continue
+        if record.legal_basis is LegalBasis.CONSENT:
+            groups[(record.system, record.controller_id)].append(record.key)
+        else:
+            other_basis += 1
+    sent: list[str] = []
+    for (system, controller_id), keys in sorted(groups.items()):
+        cid = commands.issue(
+            ctx,
+            action=Action.STOP_PROCESSING,
+            system=system,
+            controller_id=controller_id,
+            rule_id=N4_CONSENT,
+            record_keys=keys,
+            request_id=event.event_id,
+            parameters={"purpose": event.purpose, "reason": "consent-withdrawn"},
+        )
+        if cid is not None:
+            sent.append(cid)
+    ctx.audit(
+        N4_CONSENT,
+        "consent-withdrawn",
+        controller_id=event.controller_id,
+        command_ids=sent,
+        purpose=event.purpose,
+        systems=sorted({s for s, _ in groups}),
+        record_ids=[ctx.records[k].record_id for keys in groups.values() for k in keys],
+        other_basis=other_basis,
+    )

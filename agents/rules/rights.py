@@ -1,0 +1,531 @@
+"""Shared machinery of the data-subject rights workflows (N9, N10, N12, N13).
+
+* **Identity gate (N12).** Access and portability requests are opened
+  ``awaiting_identity`` (``identity_required``). Each ``IdentityEvidenceReceived``
+  for the request id is noted (kind and dates only, ``EvidenceNote``) and the
+  evidence is judged with ``agents.rights.identity.evaluate_identity``. Until it
+  passes, every judgement sends an ``awaiting_identity`` response listing what
+  is missing (``missing_evidence``) and why any document was rejected
+  (``reasons``; audit ``identity-evidence-rejected`` with the reason). When it
+  passes, the deadline clock starts at that event's time (``requests.start_clock``,
+  audit ``identity-verified``) and the workflow's starter runs (e.g. EXPORT
+  commands). Evidence that arrives before its request is held in a placeholder
+  entry (``RequestState.placeholder``), used when the request arrives and
+  discarded one period later if it never does. Evidence after verification or
+  after the request closed is audited and ignored.
+* **Extension (N13).** ``RequestExtended`` adds one or two further months (two
+  in total at most), only before the due date and once the clock runs: new due
+  date, ``in_progress`` response saying why and until when, audit
+  ``request-extended``; otherwise audit ``extension-refused`` with the reason.
+* **Refusal (N10).** ``RequestRefused`` answers ``refused`` with the reason and
+  the right to complain to the ICO; ``body_json`` carries the full letter
+  (``refusal_text``) as ``{"kind": "refusal", "text": ...}``. Commands already
+  sent for the request are not recalled (they still close normally).
+* **Complaints (N13).** ``ComplaintReceived`` opens a request of type
+  ``complaint`` due 30 days after receipt, acknowledged ``in_progress`` with the
+  due date and the route to the ICO. There is no "complaint answered" event yet:
+  complaints stay open (and go overdue visibly) until one exists.
+* **Exports.** ``note_ack`` runs before an ack is applied: for an EXPORT sent for
+  a request it keeps the ``export_reference`` and, for portability only, the
+  exported records the subject provided (dropped again once answered).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+from agents.rights.deadlines import uk_date
+from agents.rights.identity import EvidenceItem, evaluate_identity
+from agents.rights.report import ContactDetails, refusal_text
+from agents.rules import ids, requests
+from agents.rules.context import Ctx
+from agents.rules.policy import Policy
+from agents.rules.registry import handles
+from agents.rules.state import (
+    EvidenceNote,
+    ExportNote,
+    PortableRecord,
+    RecordState,
+    RecordStatus,
+    RequestState,
+    replace,
+)
+from schemas.base import RequestType
+from schemas.commands import AckOutcome, Action, CommandAck
+from schemas.events import (
+    ComplaintReceived,
+    IdentityEvidenceReceived,
+    RequestExtended,
+    RequestRefused,
+)
+from schemas.responses import ResponseStatus
+
+N4_CONSENT = "N4.consent"
+N9_PORTABILITY = "N9.portability"
+N9_RECTIFICATION = "N9.rectification"
+N9_RESTRICTION = "N9.restriction"
+N9_RESTRICTION_LIFTED = "N9.restriction-lifted"
+N9_OBJECTION_PROFILING = "N9.objection-automated-processing"
+N10_REFUSAL = "N10.refusal"
+N11_ACCESS = "N11.access"
+N12_IDENTITY = "N12.identity"
+N13_EXTENSION = "N13.extension"
+N13_COMPLAINT = "N13.complaint"
+
+# Workflow names (RequestState.workflow).
+ACCESS = "access"
+PORTABILITY = "portability"
+RECTIFICATION = "rectification"
+RESTRICTION = "restriction"
+OBJECTION_PROFILING = "objection-profiling"
+COMPLAINT = "complaint"
+
+MAX_EXTENSION_MONTHS = 2
+_SHORT = 1000
+_MAX_REASONS = 100
+
+Starter = Callable[[Ctx, RequestState], None]
+_STARTERS: dict[str, Starter] = {}
+
+
+def register_starter(workflow: str, starter: Starter) -> None:
+    """``starter`` runs when a gated request of ``workflow`` has its identity verified."""
+    if workflow in _STARTERS:
+        raise ValueError(f"workflow {workflow!r} already has a starter")
+    _STARTERS[workflow] = starter
+
+
+def short(text: str) -> str:
+    """Fit ``text`` into a ShortText field."""
+    return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
+
+
+def contacts(policy: Policy) -> tuple[ContactDetails, ContactDetails, ContactDetails]:
+    """(controller, dpo, complaint authority) as report contact details."""
+    c, d, i = policy.controller, policy.dpo, policy.ico
+    return (
+        ContactDetails(name=c.name, address=c.address, phone=c.phone, email=c.email, web=c.url),
+        ContactDetails(name=d.name, address=d.address, phone=d.phone, email=d.email, web=d.url),
+        ContactDetails(name=i.name, address=i.address, phone=i.phone, email=i.email, web=i.url),
+    )
+
+
+# -- records and commands -----------------------------------------------------------
+
+
+def live_records(ctx: Ctx) -> list[RecordState]:
+    """The subject's records not yet confirmed deleted, in key order."""
+    return [
+        ctx.records[k]
+        for k in sorted(ctx.records)
+        if ctx.records[k].status is not RecordStatus.DELETED
+    ]
+
+
+def group_by_system(
+    ctx: Ctx, request: RequestState, records: Iterable[RecordState], rule_id: str
+) -> dict[str, list[str]]:
+    """Record keys of the request's controller by system; records held for another
+    controller (processor mode, N2) are passed to it (audit ``forward-to-controller``)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    foreign: set[str] = set()
+    for record in records:
+        if record.controller_id != request.controller_id:
+            foreign.add(record.controller_id)
+            continue
+        groups[record.system].append(record.key)
+    for controller_id in sorted(foreign):
+        ctx.audit(
+            ids.N2_PROCESSOR,
+            "forward-to-controller",
+            controller_id=controller_id,
+            request_id=request.request_id,
+            request_type=request.request_type.value,
+            rule=rule_id,
+        )
+    return dict(sorted(groups.items()))
+
+
+def issue_per_system(
+    ctx: Ctx,
+    request: RequestState,
+    groups: dict[str, list[str]],
+    *,
+    action: Action,
+    rule_id: str,
+    parameters: Callable[[str, list[str]], dict[str, str]] | None = None,
+) -> list[str]:
+    """One command per system for the request; returns the ids still outstanding."""
+    from agents.rules import commands  # late: commands imports requests
+
+    pending: list[str] = []
+    for system, keys in groups.items():
+        cid = commands.issue(
+            ctx,
+            action=action,
+            system=system,
+            controller_id=request.controller_id,
+            rule_id=rule_id,
+            record_keys=keys,
+            request_id=request.request_id,
+            parameters=parameters(system, keys) if parameters else None,
+        )
+        if cid is not None and cid not in pending:
+            pending.append(cid)
+    # An early ack may already have closed one of them.
+    return [c for c in pending if c in ctx.commands]
+
+
+def wait_or_complete(ctx: Ctx, request: RequestState, pending: list[str]) -> None:
+    """Record the outstanding commands; answer ``in_progress``, or complete at once."""
+    request = replace(ctx.requests[request.request_id], pending_command_ids=pending)
+    ctx.requests[request.request_id] = request
+    if pending:
+        requests.respond(ctx, request, ResponseStatus.IN_PROGRESS)
+    else:
+        requests.complete(ctx, request)
+
+
+# -- opening requests and the identity gate -------------------------------------------
+
+
+def open_or_duplicate(
+    ctx: Ctx,
+    *,
+    request_id: str,
+    request_type: RequestType,
+    controller_id: str,
+    event_id: str,
+    workflow: str,
+    rule_id: str,
+    identity_required: bool = False,
+) -> RequestState | None:
+    """Open the request, or audit ``duplicate-request`` and return None."""
+    existing = ctx.requests.get(request_id)
+    if existing is not None and not existing.placeholder:
+        ctx.audit(rule_id, "duplicate-request", controller_id=controller_id, request_id=request_id)
+        return None
+    request = requests.open_request(
+        ctx,
+        request_id=request_id,
+        request_type=request_type,
+        controller_id=controller_id,
+        event_id=event_id,
+        received_at=ctx.event_time,
+        identity_required=identity_required,
+        workflow=workflow,
+    )
+    if existing is not None:  # evidence arrived first
+        request = replace(request, evidence=existing.evidence)
+        ctx.requests[request_id] = request
+    ctx.audit(
+        rule_id,
+        "request-opened",
+        controller_id=controller_id,
+        request_id=request_id,
+        request_type=request_type.value,
+        due_at="awaiting-identity" if identity_required else request.due_at,
+    )
+    return request
+
+
+def gate(ctx: Ctx, request: RequestState, new_evidence: Iterable[str]) -> None:
+    """Judge the request's identity evidence; start the workflow once verified."""
+    verdict = evaluate_identity(
+        EvidenceItem(
+            evidence_id=n.evidence_id,
+            document_type=n.document_type,
+            received_at=n.received_at,
+            issued_on=n.issued_on,
+        )
+        for n in request.evidence
+    )
+    fresh = set(new_evidence)
+    for evidence_id, reason in verdict.rejected:
+        if evidence_id in fresh:
+            ctx.audit(
+                N12_IDENTITY,
+                "identity-evidence-rejected",
+                controller_id=request.controller_id,
+                request_id=request.request_id,
+                evidence_id=evidence_id,
+                reason=reason,
+            )
+    if verdict.verified:
+        request = requests.start_clock(ctx, request, ctx.event_time)
+        ctx.audit(
+            N12_IDENTITY,
+            "identity-verified",
+            controller_id=request.controller_id,
+            request_id=request.request_id,
+            photo_id=verdict.photo_id or "-",
+            supporting=verdict.supporting or "-",
+            due_at=request.due_at,
+        )
+        _STARTERS[request.workflow or ""](ctx, request)
+        return
+    reasons = [
+        short(f"Document {evidence_id} was not accepted: {reason}")
+        for evidence_id, reason in verdict.rejected
+    ][:_MAX_REASONS]
+    requests.respond(
+        ctx,
+        request,
+        ResponseStatus.AWAITING_IDENTITY,
+        reasons=reasons,
+        missing_evidence=[short(m) for m in verdict.missing],
+        variant=f"evidence-{len(request.evidence)}" if request.evidence else "",
+    )
+    ctx.audit(
+        N12_IDENTITY,
+        "identity-awaited",
+        controller_id=request.controller_id,
+        request_id=request.request_id,
+        evidence=len(request.evidence),
+        rejected=len(verdict.rejected),
+        missing=len(verdict.missing),
+    )
+
+
+@handles(IdentityEvidenceReceived)
+def on_evidence(ctx: Ctx, event: IdentityEvidenceReceived) -> None:
+    note = EvidenceNote(
+        evidence_id=event.evidence_id,
+        document_type=event.document_type,
+        received_at=event.event_time,
+        issued_on=event.issued_on,
+    )
+    request = ctx.requests.get(event.request_id)
+    if request is None:
+        due = requests.due_for(ctx.policy, RequestType.ACCESS, event.event_time)
+        ctx.requests[event.request_id] = RequestState(
+            request_id=event.request_id,
+            request_type=RequestType.ACCESS,
+            controller_id=event.controller_id,
+            event_id=event.event_id,
+            received_at=event.event_time,
+            due_at=due,
+            warn_at=due,
+            status=ResponseStatus.AWAITING_IDENTITY,
+            placeholder=True,
+            identity_required=True,
+            warned=True,
+            evidence=[note],
+        )
+        ctx.audit(
+            N12_IDENTITY,
+            "identity-evidence-held",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+            evidence_id=event.evidence_id,
+            discard_at=due,
+        )
+        return
+    known = {n.evidence_id for n in request.evidence}
+    if request.placeholder:
+        if event.evidence_id not in known:
+            request = replace(request, evidence=[*request.evidence, note])
+            ctx.requests[request.request_id] = request
+        ctx.audit(
+            N12_IDENTITY,
+            "identity-evidence-held",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+            evidence_id=event.evidence_id,
+            discard_at=request.due_at,
+        )
+        return
+    if not request.awaiting_identity or request.final:
+        why = (
+            "identity-not-required"
+            if not request.identity_required
+            else ("request-closed" if request.final else "already-verified")
+        )
+        ctx.audit(
+            N12_IDENTITY,
+            "identity-evidence-ignored",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+            evidence_id=event.evidence_id,
+            why=why,
+        )
+        return
+    if event.evidence_id in known:
+        ctx.audit(
+            N12_IDENTITY,
+            "identity-evidence-duplicate",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+            evidence_id=event.evidence_id,
+        )
+        return
+    request = replace(request, evidence=[*request.evidence, note])
+    ctx.requests[request.request_id] = request
+    gate(ctx, request, [event.evidence_id])
+
+
+# -- acks for exports -------------------------------------------------------------------
+
+
+def note_ack(ctx: Ctx, ack: CommandAck) -> None:
+    """Keep what an EXPORT ack carries before the ack closes the command."""
+    tracked = ctx.commands.get(ack.command_id)
+    if tracked is None or ack.outcome not in (AckOutcome.DONE, AckOutcome.NOT_HELD):
+        return
+    command = tracked.command
+    if command.action is not Action.EXPORT or command.request_id is None:
+        return
+    if ack.system != command.target_system:
+        return
+    request = ctx.requests.get(command.request_id)
+    if request is None or request.final:
+        return
+    exports = [e for e in request.exports if e.command_id != command.command_id]
+    exports.append(
+        ExportNote(
+            system=command.target_system,
+            command_id=command.command_id,
+            export_reference=ack.export_reference,
+        )
+    )
+    portable = list(request.portable)
+    if request.workflow == PORTABILITY:
+        portable = [p for p in portable if p.system != command.target_system]
+        portable += [
+            PortableRecord(system=command.target_system, record=r)
+            for r in ack.exported
+            if r.provided_by_subject
+        ]
+    ctx.requests[request.request_id] = replace(request, exports=exports, portable=portable)
+
+
+# -- extension, refusal, complaint ------------------------------------------------------
+
+
+def _find(ctx: Ctx, request_id: str, controller_id: str, rule_id: str) -> RequestState | None:
+    request = ctx.requests.get(request_id)
+    if request is None or request.placeholder:
+        ctx.audit(rule_id, "unknown-request", controller_id=controller_id, request_id=request_id)
+        return None
+    if request.final:
+        ctx.audit(
+            rule_id,
+            "request-already-closed",
+            controller_id=controller_id,
+            request_id=request_id,
+            status=request.status.value,
+        )
+        return None
+    return request
+
+
+@handles(RequestExtended)
+def on_extended(ctx: Ctx, event: RequestExtended) -> None:
+    request = _find(ctx, event.request_id, event.controller_id, N13_EXTENSION)
+    if request is None:
+        return
+    total = request.extended_months + event.months
+    refusal: str | None = None
+    if request.request_type is RequestType.COMPLAINT:
+        refusal = "complaints cannot be extended"
+    elif request.clock_started_at is None:
+        refusal = "the deadline has not started: identity is not yet verified"
+    elif total > MAX_EXTENSION_MONTHS:
+        refusal = f"at most {MAX_EXTENSION_MONTHS} further months in total"
+    elif request.overdue or event.event_time > request.due_at:
+        refusal = "an extension must be decided before the due date"
+    if refusal is not None or request.clock_started_at is None:
+        ctx.audit(
+            N13_EXTENSION,
+            "extension-refused",
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+            months=event.months,
+            why=refusal,
+        )
+        return
+    due = requests.due_for(
+        ctx.policy, request.request_type, request.clock_started_at, extended_months=total
+    )
+    request = replace(
+        request,
+        extended_months=total,
+        due_at=due,
+        warn_at=ctx.policy.requests.warn_before.before(due),
+        warned=False,
+        overdue=False,
+    )
+    ctx.requests[request.request_id] = request
+    reason = short(
+        f"We need more time to answer ({event.reason}); the request has been extended by "
+        f"{event.months} month(s) and will be answered by {uk_date(due).isoformat()}."
+    )
+    requests.respond(
+        ctx,
+        request,
+        ResponseStatus.IN_PROGRESS,
+        reasons=[reason],
+        variant=f"extended-{total}",
+    )
+    ctx.audit(
+        N13_EXTENSION,
+        "request-extended",
+        controller_id=event.controller_id,
+        request_id=event.request_id,
+        months=event.months,
+        extended_months=total,
+        due_at=due,
+    )
+
+
+@handles(RequestRefused)
+def on_refused(ctx: Ctx, event: RequestRefused) -> None:
+    request = _find(ctx, event.request_id, event.controller_id, N10_REFUSAL)
+    if request is None:
+        return
+    controller, _dpo, authority = contacts(ctx.policy)
+    text = refusal_text(
+        request_type=request.request_type,
+        request_id=request.request_id,
+        reasons=[event.reason],
+        controller=controller,
+        authority=authority,
+    )
+    requests.respond(
+        ctx,
+        request,
+        ResponseStatus.REFUSED,
+        reasons=[short(event.reason), ctx.policy.complaint_text()],
+        body_json=json.dumps({"kind": "refusal", "text": text}, ensure_ascii=False),
+    )
+    ctx.audit(
+        N10_REFUSAL,
+        "request-refused",
+        controller_id=event.controller_id,
+        request_id=event.request_id,
+        request_type=request.request_type.value,
+        commands_outstanding=len(request.pending_command_ids),
+    )
+
+
+@handles(ComplaintReceived)
+def on_complaint(ctx: Ctx, event: ComplaintReceived) -> None:
+    request = open_or_duplicate(
+        ctx,
+        request_id=event.complaint_id,
+        request_type=RequestType.COMPLAINT,
+        controller_id=event.controller_id,
+        event_id=event.event_id,
+        workflow=COMPLAINT,
+        rule_id=N13_COMPLAINT,
+    )
+    if request is None:
+        return
+    reason = short(
+        f"We have received your complaint and will answer by "
+        f"{uk_date(request.due_at).isoformat()}. If we do not, or you are not satisfied "
+        f"with our answer: {ctx.policy.complaint_text()}"
+    )
+    requests.respond(ctx, request, ResponseStatus.IN_PROGRESS, reasons=[reason])
