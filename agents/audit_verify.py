@@ -43,18 +43,19 @@ def read_partition(
             msg = consumer.poll(5.0)
             if msg is None:
                 raise TimeoutError(f"audit partition {partition} stalled at offset {offset}")
-            if msg.error():
+            msg_offset = msg.offset()
+            if msg.error() or msg_offset is None:
                 continue
-            offset = msg.offset() + 1
+            offset = msg_offset + 1
             try:
                 event = codec.decode(
                     msg.value(), None, now=clock.now(), expected=(AuditEvent,), check_key=False
                 )
             except DecodeError as exc:
-                yield msg.offset(), exc
+                yield msg_offset, exc
                 continue
             assert isinstance(event, AuditEvent)
-            yield msg.offset(), event
+            yield msg_offset, event
     finally:
         consumer.close()
 

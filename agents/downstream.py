@@ -175,9 +175,10 @@ class DownstreamConsumer:
                         return
                     continue
                 idle = 0.0
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", msg.error())
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer error: %s", error)
                     continue
                 self.handle(msg)
         finally:

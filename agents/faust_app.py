@@ -18,8 +18,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-
 
 def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
@@ -79,7 +77,16 @@ class TablesRef:
 
 
 def raw_topic(app: faust.App, *names: str, partitions: int) -> Any:
-    return app.topic(*names, partitions=partitions, internal=False, **RAW)
+    """A topic of raw bytes: decoding is ours (streams.codec), not Faust's."""
+    return app.topic(
+        *names,
+        partitions=partitions,
+        internal=False,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
 
 def tp_partitions(tps: set[TP], topic: str) -> set[int]:

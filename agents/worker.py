@@ -119,13 +119,13 @@ def build_pipeline(
         metrics.set_timers_scheduled(len(schedule.index))
         log.info("schedule rebuilt: %d subjects scheduled", len(schedule.index))
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
         # Another worker may own these partitions now: forget derived state.
         schedule.clear()
         chain.forget()
 
-    @app.timer(interval=TICK_INTERVAL_S)
+    @app.timer(interval=TICK_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def wake_due_subjects() -> None:
         now = clock.now()
         for subject_id, due_ms in schedule.index.pop_due(to_ms(now)):
@@ -133,7 +133,7 @@ def build_pipeline(
             await ticks.send(key=subject_id.encode(), value=codec.encode(tick))
         metrics.set_timers_scheduled(len(schedule.index))
 
-    @app.timer(interval=METRICS_INTERVAL_S)
+    @app.timer(interval=METRICS_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def refresh_gauges() -> None:
         now = clock.now()
         now_ms = to_ms(now)

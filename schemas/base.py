@@ -16,9 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, V
 # Identifiers are opaque tokens chosen by the publishing system. They must not
 # be e-mail addresses or names: subjects are referred to by a customer or
 # account id, never by their personal data.
-Identifier = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
 # System and controller ids appear in topic names and metric labels, so they
 # are restricted to lower-case slugs.
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]

@@ -23,7 +23,6 @@ from schemas.base import (
     ObjectionKind,
     ShortText,
     Slug,
-    UtcDatetime,
 )
 
 DEFAULT_CONTROLLER = "smartcomms"

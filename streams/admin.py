@@ -60,10 +60,7 @@ def ensure_topics(
     missing = [s for s in specs if s.name not in existing]
     if missing:
         futures = admin.create_topics(
-            [
-                NewTopic(s.name, s.partitions, s.replication, config=dict(s.config))
-                for s in missing
-            ]
+            [NewTopic(s.name, s.partitions, s.replication, config=dict(s.config)) for s in missing]
         )
         for name, future in futures.items():
             try:

@@ -101,7 +101,10 @@ def declared_topics(settings: Settings, downstream_systems: Iterable[str]) -> li
         TopicSpec(names.audit, p, rf, {**delete, "retention.ms": "-1"}, keyed_by_subject=False),
         TopicSpec(names.responses, p, rf, {**delete, "retention.ms": str(90 * DAY_MS)}),
         TopicSpec(
-            names.dead_letter, p, rf, {**delete, "retention.ms": str(30 * DAY_MS)},
+            names.dead_letter,
+            p,
+            rf,
+            {**delete, "retention.ms": str(30 * DAY_MS)},
             keyed_by_subject=False,
         ),
         *(

@@ -137,13 +137,13 @@ class Pipeline:
 
     # -- downstream systems ---------------------------------------------------
 
-    def run_downstream(self, system: str, behaviour: Behaviour = Behaviour()) -> DownstreamConsumer:
+    def run_downstream(self, system: str, behaviour: Behaviour | None = None) -> DownstreamConsumer:
         consumer = DownstreamConsumer(
             system=system,
             bootstrap=self.bootstrap,
             settings=self.settings,
             store=ReferenceStore(self.workdir / "downstream" / f"{system}.sqlite"),
-            behaviour=behaviour,
+            behaviour=behaviour or Behaviour(),
         )
         thread = threading.Thread(target=consumer.run, name=f"downstream-{system}", daemon=True)
         thread.start()
@@ -154,7 +154,7 @@ class Pipeline:
 
     def publish(self, event: Frozen, topic: str | None = None, raw: bytes | None = None) -> None:
         source = getattr(event, "source_system", "privacy-desk")
-        subject = getattr(event, "subject_id")
+        subject = event.subject_id
         self.producer.produce(
             topic or self.names.input(source),
             key=subject.encode(),

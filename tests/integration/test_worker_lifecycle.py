@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from agents.audit_chain import ChainHead, verify_chain
 from schemas.audit import AuditEvent
 from schemas.commands import Action, Command
 from schemas.deadletter import DeadLetter, ReasonClass
 from schemas.events import CallRecorded, LegalHoldPlaced, LegalHoldReleased
 from tests.integration.pipeline import Pipeline, pipelines, wait_for
-
-from agents.audit_chain import ChainHead, verify_chain
 
 
 @pytest.fixture
@@ -97,7 +96,8 @@ def test_bad_input_is_dead_lettered_and_the_worker_carries_on(pipeline: Pipeline
         lambda es: any(good.event_id in e.event_ids_in for e in es),
         what="the valid event processed after the broken ones",
     )
-    assert pipeline.process is not None and pipeline.process.poll() is None
+    assert pipeline.process is not None
+    assert pipeline.process.poll() is None
 
 
 def test_hold_blocks_deletion_until_released(pipeline: Pipeline) -> None:

@@ -204,6 +204,7 @@ def test_due_soon_and_overdue_audits_leave_request_open(
     offset: timedelta, decisions: list[str]
 ) -> None:
     h = Harness(NOTICE, T0)
+    _register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS, fields=["email"])
     h.send(h.event(RectificationRequested, request_id="r-1", corrections={"email": "x"}))
     h.clock.set(T0 + offset)
     d = h.tick()
@@ -413,7 +414,6 @@ def test_portability_exports_what_the_subject_provided(value_size: int, too_larg
         DataCategory.THIRD_PARTY_PUBLIC,
         "sales-enquiries",
         source=DataSource.PUBLIC_SOURCE,
-        provided_by_subject=False,
     )
     h.send(h.event(PortabilityRequested, request_id="r-1"))
     [export] = _verify(h).commands
@@ -484,7 +484,8 @@ def test_restriction_then_lift() -> None:
     d = h.send(h.event(RestrictionRequested, request_id="r-1", reason="accuracy contested"))
     assert {c.action for c in d.commands} == {Action.RESTRICT}
     assert len(d.commands) == 4
-    assert h.state is not None and h.state.restricted
+    assert h.state is not None
+    assert h.state.restricted
     assert _ack_all(h, d.commands).responses[-1].status is ResponseStatus.COMPLETED
     # A record registered while restricted is restricted too.
     _register(
@@ -506,7 +507,8 @@ def test_restriction_then_lift() -> None:
         "mkt-1",
         "tx-1",
     ]
-    assert h.state is not None and not h.state.restricted
+    assert h.state is not None
+    assert not h.state.restricted
 
 
 def test_nothing_but_storage_and_requested_actions_go_out_while_restricted() -> None:
@@ -534,7 +536,7 @@ def test_nothing_but_storage_and_requested_actions_go_out_while_restricted() -> 
     deletes = [c for c in sent if c.action is Action.DELETE]
     assert deletes  # retention still applies ...
     audited = [a for d in h.decisions for a in d.audit if a.decision == "deletion-while-restricted"]
-    assert {a.command_ids[0] for a in audited} == {c.command_id for c in deletes}  # ... audited
+    assert {a.command_ids_out[0] for a in audited} == {c.command_id for c in deletes}  # ... audited
 
 
 # -- objection to profiling, consent ------------------------------------------------------
@@ -625,7 +627,8 @@ def test_consent_given_is_recorded(purpose: str, audits: list[str]) -> None:
     h = Harness(NOTICE, T0)
     d = h.send(h.event(ConsentGiven, purpose=purpose))
     assert [a.decision for a in d.audit] == audits
-    assert h.state is not None and h.state.consents[purpose].given_at == T0
+    assert h.state is not None
+    assert h.state.consents[purpose].given_at == T0
 
 
 # -- extension, refusal, complaint --------------------------------------------------------
@@ -642,7 +645,7 @@ def test_consent_given_is_recorded(purpose: str, audits: list[str]) -> None:
 )
 def test_extension(months_each: list[int], at: timedelta, outcomes: list[str], due: date) -> None:
     h = Harness(NOTICE, T0)
-    h.send(h.event(RectificationRequested, request_id="r-1", corrections={"fax": "1"}))
+    _register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS)
     h.send(h.event(ErasureRequested, request_id="r-2"))
     h.clock.set(T0 + at)
     seen: list[str] = []
@@ -660,6 +663,7 @@ def test_refusal_gives_reason_and_route_to_ico(gated: bool) -> None:
     if gated:
         h.send(h.event(AccessRequested, request_id="r-1"))
     else:
+        _register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS)
         h.send(h.event(ErasureRequested, request_id="r-1"))
     d = h.send(h.event(RequestRefused, request_id="r-1", reason="Manifestly unfounded"))
     response = _only(d)
@@ -667,7 +671,8 @@ def test_refusal_gives_reason_and_route_to_ico(gated: bool) -> None:
     assert response.reasons[0] == "Manifestly unfounded"
     assert "Information Commissioner" in response.reasons[1]
     body = json.loads(response.body_json or "{}")
-    assert "Manifestly unfounded" in body["text"] and "Wycliffe House" in body["text"]
+    assert "Manifestly unfounded" in body["text"]
+    assert "Wycliffe House" in body["text"]
     again = h.send(h.event(RequestRefused, request_id="r-1", reason="again"))
     assert [a.decision for a in again.audit] == ["request-already-closed"]
 
