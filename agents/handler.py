@@ -27,7 +27,7 @@ from agents.rules.state import SubjectState
 from agents.scheduler import Schedule, ScheduleEntry
 from schemas.base import Frozen
 from schemas.commands import CommandAck
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DeadLetter, ReasonClass
 from schemas.events import INPUT_EVENTS, Event
 from schemas.internal import DueTick
 from streams.codec import Codec
@@ -116,10 +116,7 @@ class Handler:
             on_dead_letter=lambda reason: self.metrics.observe_dead_letter(raw.topic, reason),
         )
         if isinstance(decoded, DeadLetter):
-            log_dead_letter(decoded, log)
-            await self._confirm(
-                [await self.send(self.names.dead_letter, raw.key, self.codec.encode(decoded), None)]
-            )
+            await self._dead_letter(decoded)
             return
         message = decoded.model
         assert isinstance(message, Event | CommandAck | DueTick)
@@ -130,9 +127,39 @@ class Handler:
         state = self._load(key)
         if isinstance(message, CommandAck):
             self._observe_ack(state, message)
-        decision = decide(state, message, now, self.policy)
+        try:
+            decision = decide(state, message, now, self.policy)
+        except Exception as exc:  # a message the rules cannot take must not stop the worker
+            await self._dead_letter(self._rejected(raw, message, exc, now))
+            return
         await self._emit(decision, raw.partition, now)
         self._store(key, decision.state)
+
+    def _rejected(
+        self, raw: RawMessage, message: Frozen, exc: Exception, now: datetime
+    ) -> DeadLetter:
+        # The exception's message may quote field values (personal data): only
+        # its class goes into the reason; the traceback is logged at DEBUG.
+        log.debug("rules raised for %s", type(message).__name__, exc_info=True)
+        self.metrics.observe_dead_letter(raw.topic, ReasonClass.INVALID_MODEL.value)
+        return DeadLetter(
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            original_key=raw.key,
+            original_value=raw.value,
+            reason_class=ReasonClass.INVALID_MODEL,
+            reason=f"the rules rejected this {type(message).__name__}: {type(exc).__name__}",
+            failed_at=now,
+            original_value_size=len(raw.value or b""),
+        )
+
+    async def _dead_letter(self, dead: DeadLetter) -> None:
+        log_dead_letter(dead, log)
+        sent = await self.send(
+            self.names.dead_letter, dead.original_key, self.codec.encode(dead), None
+        )
+        await sent
 
     def _observe_ack(self, state: SubjectState | None, ack: CommandAck) -> None:
         tracked = None if state is None else state.commands.get(ack.command_id)

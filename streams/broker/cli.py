@@ -1,6 +1,6 @@
 """``lifecycle kafka up|down|status``: a detached local Kafka for demos, dev shells and CI.
 
-    eval "$(lifecycle kafka up --name ci)"      # exports KAFKA_BOOTSTRAP_SERVERS
+    export "$(lifecycle kafka up --name ci)"    # sets KAFKA_BOOTSTRAP_SERVERS
     lifecycle kafka status --name ci
     lifecycle kafka down --name ci
 
@@ -28,10 +28,20 @@ from streams.broker.process import DEFAULT_STOP_TIMEOUT_S
 DEFAULT_CLUSTER_NAME = paths.DEFAULT_CLUSTER_NAME
 ENV_LINE = "KAFKA_BOOTSTRAP_SERVERS={}"
 
+
+def _checked_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # The name becomes a path under <var>/kafka: `down --name ../x` must not reach
+    # outside it.
+    if not layout.CLUSTER_NAME.match(value):
+        raise click.BadParameter(f"must match {layout.CLUSTER_NAME.pattern}")
+    return value
+
+
 name_option = click.option(
     "--name",
     default=DEFAULT_CLUSTER_NAME,
     show_default=True,
+    callback=_checked_name,
     help="Cluster name; its files live in <var>/kafka/<name>.",
 )
 
@@ -65,10 +75,10 @@ def up(nodes: str, name: str, wait_timeout: float) -> None:
         click.echo(f"kafka cluster '{name}' is already running", err=True)
         click.echo(ENV_LINE.format(bootstrap))
         return
-    cluster = LocalKafka(int(nodes), name=name, wait_timeout=wait_timeout, keep_logs=True)
     try:
+        cluster = LocalKafka(int(nodes), name=name, wait_timeout=wait_timeout, keep_logs=True)
         cluster.start()
-    except BrokerError as exc:
+    except (BrokerError, ValueError) as exc:
         _fail(str(exc))
     cluster.detach()
     click.echo(

@@ -12,7 +12,6 @@ logs go to files there, never to the caller's stdout.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -48,7 +47,6 @@ SUPPORTED_NODE_COUNTS = (1, 3)
 # Ports are chosen free but may be taken before the JVM binds them; retry that.
 START_ATTEMPTS = 3
 FORMAT_TIMEOUT_S = 120.0
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class _PortConflict(Exception):
@@ -83,8 +81,8 @@ class LocalKafka:
         if nodes not in SUPPORTED_NODE_COUNTS:
             raise ValueError(f"nodes must be one of {SUPPORTED_NODE_COUNTS}, not {nodes}")
         self.name = name or f"local-{uuid.uuid4().hex[:8]}"
-        if not _NAME_PATTERN.match(self.name):
-            raise ValueError(f"cluster name {self.name!r} must match {_NAME_PATTERN.pattern}")
+        if not layout.CLUSTER_NAME.match(self.name):
+            raise ValueError(f"cluster name {self.name!r} must match {layout.CLUSTER_NAME.pattern}")
         self.node_count = nodes
         self.base_dir = base_dir or paths.clusters_dir()
         self.cluster_dir = self.base_dir / self.name

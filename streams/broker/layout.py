@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_FILE_NAME = "cluster.json"
+# Names become directory names: no separators, no leading dot or dash.
+CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def node_dir(cluster_dir: Path, node_id: int) -> Path:

@@ -137,3 +137,16 @@ def test_only_one_or_three_nodes(nodes: int) -> None:
 def test_cluster_names_are_safe_dir_names() -> None:
     with pytest.raises(ValueError, match="cluster name"):
         LocalKafka(name="../escape")
+
+
+@pytest.mark.parametrize("command", ["up", "down", "status"])
+def test_cli_refuses_names_that_leave_the_var_dir(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LIFECYCLE_VAR_DIR", str(tmp_path / "var"))
+    victim = tmp_path / "victim"
+    (victim / "node-1" / "data").mkdir(parents=True)
+    result = CliRunner().invoke(kafka, [command, "--name", "../../victim"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--name'" in result.stderr
+    assert (victim / "node-1" / "data").is_dir()

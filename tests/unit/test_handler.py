@@ -1,0 +1,187 @@
+"""The agent body without Kafka: fake sender, dict tables, fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import agents.handler as handler_module
+from agents.audit_chain import ChainHead, verify_chain
+from agents.clock import FakeClock
+from agents.handler import Handler, RawMessage
+from agents.metrics import LifecycleMetrics
+from agents.rules.policy import load_policy
+from agents.rules.state import SubjectState
+from agents.scheduler import Schedule, ScheduleEntry
+from schemas.audit import AuditEvent
+from schemas.commands import Action, Command
+from schemas.deadletter import DeadLetter, ReasonClass
+from schemas.events import CallRecorded
+from schemas.internal import DueTick
+from streams.codec import Codec
+from streams.settings import REPO_ROOT
+from streams.topics import TopicNames
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+NAMES = TopicNames("t")
+CODEC = Codec()
+
+
+class FakeChain:
+    def __init__(self) -> None:
+        self.heads: dict[int, ChainHead] = {}
+
+    async def head(self, partition: int) -> ChainHead:
+        return self.heads.get(partition, ChainHead.genesis())
+
+    def advance(self, partition: int, head: ChainHead) -> None:
+        self.heads[partition] = head
+
+
+class Sent:
+    """Records sends and counts broker confirmations."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, Any, int | None]] = []
+        self.confirmed = 0
+
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> Awaitable[Any]:
+        model = CODEC.decode(value, None, now=T0 + timedelta(days=400), check_key=False)
+        self.records.append((topic, key, model, partition))
+
+        async def delivered() -> None:
+            self.confirmed += 1
+
+        return delivered()
+
+    def on(self, topic: str) -> list[Any]:
+        return [m for t, _, m, _ in self.records if t == topic]
+
+
+class StateAfterConfirm(dict[bytes, bytes]):
+    """A table that fails if state is written before every send is confirmed."""
+
+    def __init__(self, sent: Sent) -> None:
+        super().__init__()
+        self.sent = sent
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        assert self.sent.confirmed == len(self.sent.records), "state written before confirm"
+        super().__setitem__(key, value)
+
+
+@pytest.fixture
+def world() -> dict[str, Any]:
+    clock = FakeClock(T0)
+    sent = Sent()
+    subjects = StateAfterConfirm(sent)
+    schedule_table: dict[bytes, bytes] = {}
+    schedule = Schedule()
+    handler = Handler(
+        codec=CODEC,
+        policy=load_policy(REPO_ROOT / "agents" / "policy" / "notice.yaml"),
+        clock=clock,
+        names=NAMES,
+        metrics=LifecycleMetrics.create(CollectorRegistry(), version="t", policy_version="t"),
+        audit_key=b"k",
+        subjects=subjects,
+        schedule_table=schedule_table,
+        schedule=schedule,
+        chain=FakeChain(),
+        send=sent,
+    )
+    return {
+        "handler": handler,
+        "clock": clock,
+        "subjects": subjects,
+        "schedule_table": schedule_table,
+        "schedule": schedule,
+        "sent": sent,
+    }
+
+
+def run(
+    world: dict[str, Any], topic: str, key: bytes | None, value: bytes, offset: int = 0
+) -> None:
+    asyncio.run(world["handler"].handle(RawMessage(topic, 0, offset, key, value)))
+
+
+def recording() -> CallRecorded:
+    return CallRecorded(
+        event_id="ev-1",
+        subject_id="cust-1",
+        source_system="telephony",
+        event_time=T0,
+        recording_id="rec-1",
+        system="call-recorder",
+    )
+
+
+def test_event_is_stored_and_scheduled_not_deleted(world: dict[str, Any]) -> None:
+    run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
+    state = SubjectState.model_validate_json(world["subjects"][b"cust-1"])
+    assert "call-recorder/rec-1" in state.records
+    entry = ScheduleEntry.from_bytes(world["schedule_table"][b"cust-1"])
+    assert entry.due_ms == int((T0 + timedelta(days=30)).timestamp() * 1000)
+    assert world["sent"].on(NAMES.command("call-recorder")) == []
+    audit = world["sent"].on(NAMES.audit)
+    assert [a.decision for a in audit] == ["retention-scheduled"]
+
+
+def test_tick_at_due_sends_delete_and_chains_audit(world: dict[str, Any]) -> None:
+    run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
+    due = T0 + timedelta(days=30)
+    world["clock"].set(due - timedelta(milliseconds=1))
+    tick = DueTick(subject_id="cust-1", due_at=due, sent_at=world["clock"].now())
+    run(world, NAMES.ticks, b"cust-1", CODEC.encode(tick), offset=1)
+    assert world["sent"].on(NAMES.command("call-recorder")) == []
+
+    world["clock"].set(due)
+    run(world, NAMES.ticks, b"cust-1", CODEC.encode(tick), offset=2)
+    commands = world["sent"].on(NAMES.command("call-recorder"))
+    assert len(commands) == 1
+    command: Command = commands[0]
+    assert command.action is Action.DELETE
+    assert command.record_ids == ["rec-1"]
+    audit: list[AuditEvent] = world["sent"].on(NAMES.audit)
+    assert verify_chain(list(enumerate(audit)), ChainHead.genesis()) is None
+    assert all(p == 0 for t, _, _, p in world["sent"].records if t == NAMES.audit)
+    assert world["sent"].confirmed == len(world["sent"].records)
+
+
+def test_garbage_is_dead_lettered_and_state_untouched(world: dict[str, Any]) -> None:
+    run(world, NAMES.input("crm"), b"cust-9", b"\x00\x01\x02")
+    dead = world["sent"].on(NAMES.dead_letter)
+    assert len(dead) == 1
+    letter: DeadLetter = dead[0]
+    assert letter.original_value == b"\x00\x01\x02"
+    assert letter.topic == NAMES.input("crm")
+    assert world["subjects"] == {}
+
+
+def test_a_message_the_rules_reject_is_dead_lettered_not_fatal(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*_: object) -> None:
+        raise ValueError("cust-1 secret detail")
+
+    monkeypatch.setattr(handler_module, "decide", explode)
+    run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
+    dead = world["sent"].on(NAMES.dead_letter)
+    assert len(dead) == 1
+    assert dead[0].reason_class is ReasonClass.INVALID_MODEL
+    assert "secret" not in dead[0].reason
+    assert world["subjects"] == {}
+
+
+def test_ack_topic_only_accepts_acks(world: dict[str, Any]) -> None:
+    run(world, NAMES.acks, b"cust-1", CODEC.encode(recording()))
+    dead = world["sent"].on(NAMES.dead_letter)
+    assert [d.reason_class for d in dead] == [ReasonClass.UNEXPECTED_TYPE]
