@@ -62,7 +62,7 @@ def test_changed_content_is_caught_at_its_offset() -> None:
 
 def test_rehashed_forgery_breaks_the_link_to_its_predecessor() -> None:
     events = chain(4)
-    offset, victim = events[3]
+    offset = events[3][0]
     forged = link(
         ChainHead(sequence=2, hash="f" * 64), entry(99), partition=0, key=KEY, decided_at=T0
     )
