@@ -9,6 +9,7 @@ from typing import NoReturn
 import click
 
 from agents.clock import SystemClock
+from agents.desk_cli import desk_group
 from streams.broker.cli import kafka
 from streams.broker.errors import BrokerError
 from streams.cli import publish, tail
@@ -40,6 +41,7 @@ def main() -> None:
 main.add_command(kafka)
 main.add_command(publish)
 main.add_command(tail)
+main.add_command(desk_group)
 
 
 @main.command()

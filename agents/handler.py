@@ -30,6 +30,7 @@ from schemas.commands import CommandAck
 from schemas.deadletter import DeadLetter, ReasonClass
 from schemas.events import INPUT_EVENTS, Event
 from schemas.internal import DueTick
+from schemas.responses import ResponseStatus
 from streams.codec import Codec
 from streams.deadletter import decode_or_dead_letter, log_dead_letter
 from streams.topics import TopicNames

@@ -63,7 +63,7 @@ def build_pipeline(
     )
     codec = Codec.from_settings(settings)
     app = make_app(settings, bootstrap)
-    install_faust_sensors(app, registry)
+    monitor = install_faust_sensors(app, registry)
     p = settings.partitions
 
     source = raw_topic(app, *names.inputs, names.acks, names.ticks, partitions=p)
@@ -147,7 +147,7 @@ def build_pipeline(
                 ages.setdefault(system, []).append((now_ms - sent_ms) / 1000)
         metrics.set_requests_open(counts)
         metrics.set_outstanding(ages)
-        metrics.set_consumer_lag(_consumer_lag(app))
+        metrics.set_consumer_lag_from_monitor(monitor)
 
     return Pipeline(app=app, handler=handler, schedule=schedule, metrics=metrics, registry=registry)
 
@@ -156,22 +156,6 @@ def _from_ms(ms: int) -> datetime:
     from datetime import UTC
 
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _consumer_lag(app: faust.App) -> dict[tuple[str, int], int]:
-    lags: dict[tuple[str, int], int] = {}
-    consumer = getattr(app, "_consumer", None)
-    if consumer is None:
-        return lags
-    try:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            position = consumer._committed_offset.get(tp)
-            if highwater is not None and position is not None:
-                lags[(tp.topic, tp.partition)] = max(0, highwater - position - 1)
-    except Exception:  # lag is best effort; never break the worker over a gauge
-        log.debug("consumer lag unavailable", exc_info=True)
-    return lags
 
 
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "info") -> None:

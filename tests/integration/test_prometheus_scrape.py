@@ -134,6 +134,7 @@ def test_prometheus_scrapes_pipeline_metrics(pipeline: Pipeline, prometheus: str
     labels = info[0]["metric"]
     assert isinstance(labels, dict)
     assert labels["policy_version"] == pipeline.policy.version
+    wait_for(lambda: bool(query(prometheus, "lifecycle_consumer_lag")), 30, "consumer lag exported")
     # Faust's own sensor metrics share the registry.
     assert query(prometheus, '{__name__=~"faust_.+"}')
     # No label anywhere carries the subject id.

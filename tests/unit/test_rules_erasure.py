@@ -77,7 +77,8 @@ def test_partial_refusal_keeps_legal_obligation_data_with_reason() -> None:
     [first] = d.responses
     assert first.status is ResponseStatus.IN_PROGRESS
     assert first.request_type is RequestType.ERASURE
-    assert first.due_at == datetime(2024, 5, 12, 9, 0, tzinfo=UTC)  # one calendar month
+    # One calendar month; 12 May 2024 is a Sunday, so the end of Monday 13 May (BST).
+    assert first.due_at == datetime(2024, 5, 13, 22, 59, 59, 999000, tzinfo=UTC)
     kept = {(k.record_id, k.system) for k in first.kept}
     assert kept == {("inv-1", "billing-db"), ("tx-1", "intl-numbers-processor")}
     assert all(k.reason.startswith("N6.legal-obligation") for k in first.kept)
@@ -211,9 +212,10 @@ def test_repeated_request_issues_nothing_new(same_event: bool) -> None:
 @pytest.mark.parametrize(
     ("offset", "decisions"),
     [
-        (timedelta(days=23), []),
-        (timedelta(days=24), ["request-deadline-near"]),
-        (timedelta(days=31), ["request-deadline-near", "request-overdue"]),
+        # Due 1 Feb 23:59:59.999 UTC: warned 7 days before, overdue after.
+        (timedelta(days=24), []),
+        (timedelta(days=25), ["request-due-soon"]),
+        (timedelta(days=32), ["request-due-soon", "request-overdue"]),
     ],
 )
 def test_request_deadline_warnings(offset: timedelta, decisions: list[str]) -> None:

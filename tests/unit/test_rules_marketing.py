@@ -148,13 +148,21 @@ def test_objection_to_direct_marketing_is_an_opt_out_on_all_channels() -> None:
     assert done.state.suppression is not None
 
 
-def test_objection_to_automated_processing_is_left_visible_for_rights_workflows() -> None:
+def test_objection_to_profiling_is_not_an_opt_out() -> None:
+    # Profiling objections are the rights workflow's (test_rights_workflows);
+    # they must not suppress marketing.
     h = Harness(NOTICE, T0)
     d = h.send(
         h.event(ObjectionReceived, request_id="req-obj", kind=ObjectionKind.AUTOMATED_PROCESSING)
     )
-    assert d.commands == []
-    assert [a.decision for a in d.audit] == ["unhandled-objection"]
+    assert all(c.action is not Action.SUPPRESS_MARKETING for c in d.commands)
+    assert h.state is not None
+    assert h.state.suppression is None
+    assert [a.decision for a in d.audit] == [
+        "request-opened",
+        "profiling-stopped",
+        "request-completed",
+    ]
 
 
 def test_suppression_survives_erasure() -> None:
