@@ -240,7 +240,13 @@ def schedule_entry(state: SubjectState) -> ScheduleEntry:
     return ScheduleEntry(
         due_ms=None if when is None else to_ms(when),
         requests=tuple(
-            (r.request_type.value, to_ms(r.due_at)) for r in state.requests.values() if not r.final
+            (r.request_type.value, to_ms(r.due_at))
+            for r in state.requests.values()
+            # Evidence held before its request arrives is not an open request,
+            # and the legal clock of a request awaiting identity has not started.
+            if not r.final
+            and not r.placeholder
+            and r.status is not ResponseStatus.AWAITING_IDENTITY
         ),
         outstanding=tuple(
             (c.command.target_system, to_ms(c.sent_at)) for c in state.commands.values()
