@@ -37,6 +37,9 @@ from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
+# The audit decision that marks a command given up on (agents.rules.commands).
+ESCALATED = "command-escalated"
+
 
 @dataclass(frozen=True)
 class RawMessage:
@@ -133,6 +136,7 @@ class Handler:
         except Exception as exc:  # a message the rules cannot take must not stop the worker
             await self._dead_letter(self._rejected(raw, message, exc, now))
             return
+        self._observe_requests(state, decision.state)
         await self._emit(decision, raw.partition, now)
         self._store(key, decision.state)
 
@@ -161,6 +165,22 @@ class Handler:
             self.names.dead_letter, dead.original_key, self.codec.encode(dead), None
         )
         await sent
+
+    def _observe_requests(self, before: SubjectState | None, after: SubjectState | None) -> None:
+        """Count requests that opened or reached a final status in this decision."""
+        if after is None:
+            return
+        old = {} if before is None else before.requests
+        for request_id, request in after.requests.items():
+            if request.placeholder:
+                continue
+            previous = old.get(request_id)
+            if previous is None or previous.placeholder:
+                self.metrics.observe_request_received(request.request_type.value)
+            if request.final and (previous is None or not previous.final):
+                self.metrics.observe_request_closed(
+                    request.request_type.value, request.status.value
+                )
 
     def _observe_ack(self, state: SubjectState | None, ack: CommandAck) -> None:
         tracked = None if state is None else state.commands.get(ack.command_id)
@@ -223,6 +243,11 @@ class Handler:
                     await self.send(self.names.audit, None, self.codec.encode(event), partition)
                 )
                 self.metrics.observe_decision(entry.rule_id, entry.decision)
+                if entry.decision == ESCALATED:
+                    self.metrics.observe_escalation(
+                        entry.details.get("system", "unknown"),
+                        entry.details.get("action", "unknown"),
+                    )
                 self.metrics.observe_audit(entry.decision)
             self.chain.advance(partition, head)
         await self._confirm(pending)

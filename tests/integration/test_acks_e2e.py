@@ -215,11 +215,6 @@ def test_failed_acknowledgement_is_retried_after_backoff_then_the_request_fails(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LifecycleMetrics.observe_escalation is never called (agents/handler.py "
-    "_emit only counts commands and resends), so lifecycle_commands_escalated_total stays 0",
-)
 def test_escalation_is_counted_on_the_metrics_endpoint(pipeline: Pipeline) -> None:
     subject = "cust-escalation-metric"
     pipeline.publish(opt_out(subject))
@@ -241,12 +236,6 @@ def test_escalation_is_counted_on_the_metrics_endpoint(pipeline: Pipeline) -> No
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LifecycleMetrics.observe_request_received/observe_request_closed are never "
-    "called by the worker, so lifecycle_requests_received_total and "
-    "lifecycle_requests_closed_total stay 0 (alerts.yml relies on the latter)",
-)
 def test_requests_are_counted_on_the_metrics_endpoint(pipeline: Pipeline) -> None:
     subject = "cust-nothing-held"
     request = ErasureRequested(

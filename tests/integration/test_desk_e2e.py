@@ -1,0 +1,189 @@
+"""The privacy desk's CLI against a real broker and a real worker (N9-N13).
+
+``lifecycle desk subject`` and ``lifecycle desk requests [--overdue]`` read the
+worker's ``<app_id>-subjects-changelog`` topic; here they run as subprocesses
+with the pipeline's environment, as the privacy desk would run them. The worker
+uses the demo policy (requests due 5 minutes after receipt) so that a request
+received 5 minutes ago is overdue now.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agents.downstream import Behaviour
+from schemas.audit import AuditEvent
+from schemas.base import DataCategory, DataSource, LegalBasis
+from schemas.events import (
+    AccessRequested,
+    ErasureRequested,
+    RecordRegistered,
+    RestrictionRequested,
+)
+from streams.settings import REPO_ROOT
+from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines, wait_for
+
+DEMO = REPO_ROOT / "agents" / "policy" / "demo.yaml"
+
+
+@pytest.fixture
+def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
+    yield from pipelines(kafka_bootstrap, tmp_path, policy_path=DEMO)
+
+
+def run_desk(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LIFECYCLE), "desk", *args],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def desk_output(pipeline: Pipeline, args: list[str], *wanted: str) -> str:
+    """Run the desk until its output contains every ``wanted`` string: the table's
+    changelog is written shortly after the worker's decision, not with it."""
+    last: list[subprocess.CompletedProcess[str]] = []
+
+    def check() -> bool:
+        result = run_desk(pipeline, *args)
+        last[:] = [result]
+        return result.returncode == 0 and all(w in result.stdout for w in wanted)
+
+    def message() -> str:
+        if not last:
+            return f"desk {args} never ran"
+        r = last[0]
+        return f"desk {args} never showed {wanted}: rc={r.returncode}\n{r.stdout}\n{r.stderr}"
+
+    try:
+        wait_for(check, 90, "", alive=pipeline.process, interval=1.0)
+    except AssertionError as exc:
+        raise AssertionError(message()) from exc
+    return last[0].stdout
+
+
+def record(subject: str, record_id: str, system: str, category: DataCategory) -> RecordRegistered:
+    return RecordRegistered(
+        event_id=f"ev-reg-{subject}-{record_id}",
+        subject_id=subject,
+        source_system="crm",
+        event_time=datetime.now(UTC),
+        record_id=record_id,
+        system=system,
+        category=category,
+        source=DataSource.SUBJECT,
+        legal_basis=LegalBasis.CONTRACT,
+        purpose="service-delivery",
+    )
+
+
+def test_desk_shows_a_subjects_records_and_requests_and_lists_the_overdue_ones(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.start()
+    # The CRM never answers: requests that need it stay open.
+    pipeline.run_downstream("crm", Behaviour(silent=True))
+    now = datetime.now(UTC)
+
+    # Overdue: an erasure received 5 minutes and 2 seconds ago (due 2 seconds ago).
+    late, late_request = "cust-desk-late", "req-desk-erase"
+    held = record(late, "letter-9", "crm", DataCategory.CORRESPONDENCE)
+    pipeline.publish(held)
+    pipeline.publish(
+        ErasureRequested(
+            event_id="ev-desk-erase",
+            subject_id=late,
+            source_system="privacy-desk",
+            event_time=now - timedelta(minutes=5, seconds=2),
+            request_id=late_request,
+        )
+    )
+    # Open, not overdue: a restriction received now (due in 5 minutes).
+    current, current_request = "cust-desk-now", "req-desk-restrict"
+    pipeline.publish(record(current, "form-3", "crm", DataCategory.FORMS_SURVEYS))
+    pipeline.publish(
+        RestrictionRequested(
+            event_id="ev-desk-restrict",
+            subject_id=current,
+            source_system="privacy-desk",
+            event_time=datetime.now(UTC),
+            request_id=current_request,
+            reason="accuracy contested",
+        )
+    )
+    # Open, clock not started: an access request waiting for identity.
+    waiting, waiting_request = "cust-desk-wait", "req-desk-access"
+    pipeline.publish(
+        AccessRequested(
+            event_id="ev-desk-access",
+            subject_id=waiting,
+            source_system="privacy-desk",
+            event_time=datetime.now(UTC),
+            request_id=waiting_request,
+        )
+    )
+    pipeline.wait_for_models(
+        pipeline.names.audit,
+        AuditEvent,
+        lambda es: any(
+            e.decision == "request-overdue" and e.details.get("request-id") == late_request
+            for e in es
+        ),
+        what="the erasure overdue",
+    )
+
+    shown = desk_output(pipeline, ["subject", late], "[overdue]", "delete -> crm")
+    assert f"subject {late}\n" in shown
+    assert "records held: 1" in shown
+    assert "crm/letter-9  correspondence  basis=contract" in shown
+    assert "open requests: 1" in shown
+    (line,) = [row for row in shown.splitlines() if late_request in row and "erasure" in row]
+    assert "[overdue]" in line
+    assert "outstanding commands: 1" in shown
+    assert f"request={late_request}" in shown
+    # Nothing of the other subjects.
+    assert current not in shown
+    assert waiting not in shown
+
+    shown = desk_output(pipeline, ["subject", waiting], waiting_request)
+    assert "records held: 0" in shown
+    (line,) = [row for row in shown.splitlines() if waiting_request in row]
+    assert "awaiting_identity" in line
+    assert "awaiting identity (clock not started)" in line
+    assert "missing=one photographic ID" in line
+
+    unknown = run_desk(pipeline, "subject", "cust-never-seen")
+    assert unknown.returncode == 1
+    assert "no state for subject cust-never-seen" in unknown.stderr
+
+    everything = desk_output(pipeline, ["requests"], late_request, current_request, waiting_request)
+    rows = {
+        request_id: row
+        for row in everything.splitlines()
+        for request_id in (late_request, current_request, waiting_request)
+        if request_id in row
+    }
+    assert rows[late_request].split()[1] == "overdue"
+    assert rows[current_request].split()[1] == "due_7d"
+    assert rows[waiting_request].startswith("awaiting-identity")
+    # By due date, those awaiting identity last.
+    lines = everything.splitlines()
+    assert lines[0].startswith("DUE (UK)")
+    position = {r: next(i for i, row in enumerate(lines) if r in row) for r in rows}
+    assert position[late_request] < position[current_request] < position[waiting_request]
+
+    overdue = desk_output(pipeline, ["requests", "--overdue"], late_request)
+    assert current_request not in overdue
+    assert waiting_request not in overdue
+    (line,) = [row for row in overdue.splitlines() if late_request in row]
+    assert line.split()[1:5] == ["overdue", late, late_request, "erasure"]
+    # In progress, or failed once the silent CRM's command is escalated: open either way.
+    assert line.split()[5] in ("in_progress", "failed")
