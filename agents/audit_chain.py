@@ -1,8 +1,11 @@
 """The tamper-evident audit trail: pseudonyms, a hash chain per partition, verification.
 
-Each audit event's ``hash`` is SHA-256 over the previous hash and the
-canonical JSON of the event's other fields. Changing, removing or reordering
-any event breaks the link to its successor, which ``verify_chain`` names.
+Each audit event's ``hash`` is an HMAC-SHA256, under a key derived from the
+audit secret, over the previous hash and the canonical JSON of the event's
+other fields. Changing, removing or reordering any event breaks the link to
+its successor, which ``verify_chain`` names; and because the chain is keyed,
+someone who can write to the audit topic but does not hold the secret cannot
+append a record that verifies.
 """
 
 from __future__ import annotations
@@ -23,10 +26,16 @@ def pseudonym(key: bytes, subject_id: str) -> str:
     return hmac.new(key, subject_id.encode(), hashlib.sha256).hexdigest()
 
 
-def event_hash(event: AuditEvent) -> str:
+def _chain_key(key: bytes) -> bytes:
+    # Separate from the pseudonym key, so one use cannot be turned into the other.
+    return hmac.new(key, b"lifecycle-audit-chain", hashlib.sha256).digest()
+
+
+def event_hash(event: AuditEvent, key: bytes) -> str:
     body = event.model_dump(mode="json", exclude={"hash"})
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256((event.prev_hash + canonical).encode()).hexdigest()
+    message = (event.prev_hash + canonical).encode()
+    return hmac.new(_chain_key(key), message, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ def link(
         decided_at=decided_at,
         details=dict(facts.details),
     )
-    return unsigned.model_copy(update={"hash": event_hash(unsigned)})
+    return unsigned.model_copy(update={"hash": event_hash(unsigned, key)})
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,7 @@ class BrokenLink:
 
 
 def verify_chain(
-    events: Iterable[tuple[int, AuditEvent]], start: ChainHead | None = None
+    events: Iterable[tuple[int, AuditEvent]], key: bytes, start: ChainHead | None = None
 ) -> BrokenLink | None:
     """Check (offset, event) pairs of one partition in order; return the first broken link.
 
@@ -87,8 +96,10 @@ def verify_chain(
     """
     head = start
     for offset, event in events:
-        if event_hash(event) != event.hash:
-            return BrokenLink(offset, event.sequence, "hash does not match the event's content")
+        if event_hash(event, key) != event.hash:
+            return BrokenLink(
+                offset, event.sequence, "hash does not match the event's content and key"
+            )
         if head is not None:
             if event.prev_hash != head.hash:
                 return BrokenLink(

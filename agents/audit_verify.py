@@ -66,6 +66,7 @@ def verify_partition(
     partition: int,
     codec: Codec,
     clock: Clock,
+    key: bytes,
     start: int = 0,
     end: int | None = None,
 ) -> VerifyResult:
@@ -83,7 +84,7 @@ def verify_partition(
             yield offset, item
 
     try:
-        broken = verify_chain(events(), ChainHead.genesis() if start == 0 else None)
+        broken = verify_chain(events(), key, ChainHead.genesis() if start == 0 else None)
     except _Undecodable as exc:
         broken = BrokenLink(exc.offset, None, f"record does not decode: {exc.reason}")
     return VerifyResult(partition, checked, broken)

@@ -118,6 +118,7 @@ def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> No
             partition,
             Codec.from_settings(settings),
             SystemClock(),
+            settings.audit_hmac_key.get_secret_value().encode(),
             start,
             end,
         )

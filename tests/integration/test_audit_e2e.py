@@ -29,6 +29,10 @@ def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
     yield from pipelines(kafka_bootstrap, tmp_path)
 
 
+def audit_key(pipeline: Pipeline) -> bytes:
+    return pipeline.settings.audit_hmac_key.get_secret_value().encode()
+
+
 def verify(pipeline: Pipeline, partition: int) -> VerifyResult:
     return verify_partition(
         {"bootstrap.servers": pipeline.bootstrap},
@@ -36,6 +40,7 @@ def verify(pipeline: Pipeline, partition: int) -> VerifyResult:
         partition,
         pipeline.codec,
         SystemClock(),
+        audit_key(pipeline),
     )
 
 
@@ -107,7 +112,8 @@ def test_audit_chain_verifies_and_forged_records_are_named(pipeline: Pipeline) -
             "decision": "forged",
         }
     )
-    detached = detached.model_copy(update={"hash": event_hash(detached)})
+    # Forged by someone holding the key: the broken link still gives it away.
+    detached = detached.model_copy(update={"hash": event_hash(detached, audit_key(pipeline))})
     assert detached.prev_hash != last1.hash
     at1 = pipeline.append(pipeline.names.audit, 1, pipeline.codec.encode(detached))
 
@@ -132,6 +138,7 @@ def test_audit_chain_verifies_and_forged_records_are_named(pipeline: Pipeline) -
             0,
             pipeline.codec,
             SystemClock(),
+            audit_key(pipeline),
             end=at0,
         ).broken
         is None

@@ -452,6 +452,58 @@ def test_access_request_waits_for_identity_then_exports_and_answers_with_the_rep
         assert acked[command.command_id] in text
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug: erasure.py:44 (and marketing.py:108 for objections) treat an identity-evidence "
+        "placeholder with the same request id as an existing request: the erasure is "
+        "audited duplicate-request and dropped"
+    ),
+)
+def test_erasure_whose_identity_evidence_arrived_first_is_still_carried_out(
+    pipeline: Pipeline,
+) -> None:
+    subject, request_id = "cust-erase-ev", "req-erase-ev"
+    held = registered(
+        subject, "letter-e1", "crm", DataCategory.CORRESPONDENCE, when=datetime.now(UTC)
+    )
+    pipeline.publish(held)
+    # The desk logs the ID documents it received with the request before the request.
+    pipeline.publish(
+        evidence(subject, request_id, "passport-e1", DocumentType.PASSPORT, when=datetime.now(UTC))
+    )
+    erasure = ErasureRequested(
+        event_id="ev-erase-ev",
+        subject_id=subject,
+        source_system="privacy-desk",
+        event_time=datetime.now(UTC),
+        request_id=request_id,
+    )
+    pipeline.publish(erasure)
+    audit = pipeline.wait_for_models(
+        pipeline.names.audit,
+        AuditEvent,
+        lambda es: any(erasure.event_id in e.event_ids_in for e in es),
+        what="the erasure decided",
+    )
+    decided = [e.decision for e in audit if erasure.event_id in e.event_ids_in]
+    assert "duplicate-request" not in decided
+    deletes = wait_commands(
+        pipeline,
+        subject,
+        "DELETE for the erasure",
+        lambda cs: any(c.action is Action.DELETE for c in cs),
+        systems=["crm"],
+    )
+    assert [c.request_id for c in deletes] == [request_id]
+    wait_response(
+        pipeline,
+        request_id,
+        "erasure completed",
+        lambda rs: any(r.status is ResponseStatus.COMPLETED for r in rs),
+    )
+
+
 # -- N9: restriction --------------------------------------------------------------------
 
 

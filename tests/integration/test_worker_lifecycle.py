@@ -73,7 +73,8 @@ def test_recording_deleted_at_30_days_acknowledged_and_audited(pipeline: Pipelin
     for partition, offset, model in pipeline.read(pipeline.names.audit):
         by_partition.setdefault(partition, []).append((offset, model))
     for events in by_partition.values():
-        assert verify_chain(events, ChainHead.genesis()) is None
+        key = pipeline.settings.audit_hmac_key.get_secret_value().encode()
+        assert verify_chain(events, key, ChainHead.genesis()) is None
 
 
 def test_bad_input_is_dead_lettered_and_the_worker_carries_on(pipeline: Pipeline) -> None:

@@ -39,7 +39,7 @@ def chain(n: int) -> list[tuple[int, AuditEvent]]:
 
 
 def test_intact_chain_verifies() -> None:
-    assert verify_chain(chain(5), ChainHead.genesis()) is None
+    assert verify_chain(chain(5), KEY, ChainHead.genesis()) is None
 
 
 def test_subject_appears_only_as_keyed_pseudonym() -> None:
@@ -54,7 +54,7 @@ def test_changed_content_is_caught_at_its_offset() -> None:
     events = chain(5)
     offset, victim = events[2]
     events[2] = (offset, victim.model_copy(update={"rule_id": "N6.forged"}))
-    broken = verify_chain(events, ChainHead.genesis())
+    broken = verify_chain(events, KEY, ChainHead.genesis())
     assert broken is not None
     assert broken.offset == 2
     assert "hash" in broken.reason
@@ -67,7 +67,7 @@ def test_rehashed_forgery_breaks_the_link_to_its_predecessor() -> None:
         ChainHead(sequence=2, hash="f" * 64), entry(99), partition=0, key=KEY, decided_at=T0
     )
     events[3] = (offset, forged)
-    broken = verify_chain(events, ChainHead.genesis())
+    broken = verify_chain(events, KEY, ChainHead.genesis())
     assert broken is not None
     assert broken.offset == 3
     assert "prev_hash" in broken.reason
@@ -77,15 +77,32 @@ def test_rehashed_forgery_breaks_the_link_to_its_predecessor() -> None:
 def test_removed_event_is_caught(removed: int) -> None:
     events = chain(6)
     del events[removed]
-    assert verify_chain(events, ChainHead.genesis()) is not None
+    assert verify_chain(events, KEY, ChainHead.genesis()) is not None
 
 
 def test_reordered_events_are_caught() -> None:
     events = chain(4)
     events[1], events[2] = events[2], events[1]
-    assert verify_chain(events, ChainHead.genesis()) is not None
+    assert verify_chain(events, KEY, ChainHead.genesis()) is not None
 
 
 def test_a_range_can_be_verified_from_its_first_event() -> None:
     events = chain(6)[3:]
-    assert verify_chain(events, None) is None
+    assert verify_chain(events, KEY, None) is None
+
+
+def test_record_chained_without_the_key_does_not_verify() -> None:
+    events = chain(3)
+    last = events[-1][1]
+    # Correct prev_hash and sequence, but made by someone without the secret.
+    forged = link(ChainHead.of(last), entry(7), partition=0, key=b"guessed", decided_at=T0)
+    events.append((3, forged))
+    broken = verify_chain(events, KEY, ChainHead.genesis())
+    assert broken is not None
+    assert broken.offset == 3
+
+
+def test_verifying_with_the_wrong_key_fails_at_the_first_event() -> None:
+    broken = verify_chain(chain(2), b"wrong", ChainHead.genesis())
+    assert broken is not None
+    assert broken.offset == 0

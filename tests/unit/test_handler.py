@@ -151,7 +151,7 @@ def test_tick_at_due_sends_delete_and_chains_audit(world: dict[str, Any]) -> Non
     assert command.action is Action.DELETE
     assert command.record_ids == ["rec-1"]
     audit: list[AuditEvent] = world["sent"].on(NAMES.audit)
-    assert verify_chain(list(enumerate(audit)), ChainHead.genesis()) is None
+    assert verify_chain(list(enumerate(audit)), b"k", ChainHead.genesis()) is None
     assert all(p == 0 for t, _, _, p in world["sent"].records if t == NAMES.audit)
     assert world["sent"].confirmed == len(world["sent"].records)
 
