@@ -19,16 +19,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install pinned dependencies
 
+tools: ## Install promtool and prometheus (Debian's prometheus package) where missing
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	else echo "warning: promtool/prometheus missing; alert-rule and scrape tests will be skipped (apt-get install prometheus)" >&2; fi
+
 run: install ## Run the pipeline locally: broker, worker, downstream stores and traffic simulator (demo policy)
 	$(BIN)/lifecycle demo
 
 worker: install ## Run only the worker against KAFKA_BOOTSTRAP_SERVERS (or a local broker)
 	$(BIN)/lifecycle worker
 
-test: install ## Run the whole test suite (starts a local Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
+test: install tools ## Run the whole test suite (starts a local Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
 	$(BIN)/pytest tests
 
-test-unit: install ## Run the unit tests (no processes started)
+test-unit: install tools ## Run the unit tests (no processes started)
 	$(BIN)/pytest tests/unit
 
 test-integration: install ## Run the integration tests against a real broker
@@ -50,7 +56,8 @@ clean: ## Stop local brokers and remove the venv, caches and local data (var/)
 	-test -x $(BIN)/lifecycle && $(BIN)/lifecycle kafka down --all
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
 
-.PHONY: help install run worker test test-unit test-integration lint compat bench clean kafka-up kafka-down
+
+.PHONY: help install tools run worker test test-unit test-integration lint compat bench clean kafka-up kafka-down
 
 KAFKA_NAME ?= dev
 KAFKA_NODES ?= 1
