@@ -41,7 +41,7 @@ from schemas.responses import KeptItem, ResponseStatus
 
 @handles(ErasureRequested)
 def on_erasure(ctx: Ctx, event: ErasureRequested) -> None:
-    if event.request_id in ctx.requests:
+    if requests.existing_request(ctx, event.request_id) is not None:
         ctx.audit(
             ids.N9_ERASURE,
             "duplicate-request",

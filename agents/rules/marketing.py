@@ -105,7 +105,7 @@ def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
             kind=event.kind.value,
         )
         return
-    if event.request_id in ctx.requests:
+    if requests.existing_request(ctx, event.request_id) is not None:
         ctx.audit(
             ids.DISPATCH,
             "duplicate-request",

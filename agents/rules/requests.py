@@ -77,6 +77,16 @@ def due_for(
     return due
 
 
+def existing_request(ctx: Ctx, request_id: str) -> RequestState | None:
+    """The request already open under this id, if any.
+
+    A placeholder (identity evidence that arrived before any request) is not a
+    request: a request that then arrives under the same id is new, not a duplicate.
+    """
+    request = ctx.requests.get(request_id)
+    return None if request is None or request.placeholder else request
+
+
 def open_request(
     ctx: Ctx,
     *,

@@ -9,13 +9,14 @@ import pytest
 import agents
 from agents.rules.policy import load_policy
 from agents.rules.testing import Harness
-from schemas.base import DataCategory, DataSource, LegalBasis, RequestType
+from schemas.base import DataCategory, DataSource, DocumentType, LegalBasis, RequestType
 from schemas.commands import AckOutcome, Action
 from schemas.events import (
     CallRecorded,
     ContractEnded,
     ContractStarted,
     ErasureRequested,
+    IdentityEvidenceReceived,
     LegalHoldPlaced,
     RecordRegistered,
 )
@@ -249,3 +250,20 @@ def test_processor_mode_records_are_passed_to_their_controller() -> None:
     assert [(a.controller_id, a.rule_id) for a in forwarded] == [
         ("demo-client", "N2.processor-mode")
     ]
+
+
+def test_erasure_after_identity_evidence_under_the_same_id_is_carried_out() -> None:
+    # Evidence that arrives first leaves a placeholder; the request is still new.
+    h = Harness(NOTICE, T0)
+    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    h.send(
+        h.event(
+            IdentityEvidenceReceived,
+            request_id="req-1",
+            evidence_id="doc-1",
+            document_type=DocumentType.PASSPORT,
+        )
+    )
+    d = h.send(h.event(ErasureRequested, request_id="req-1"))
+    assert [(c.action, c.record_ids) for c in d.commands] == [(Action.DELETE, ["lead-1"])]
+    assert "duplicate-request" not in [a.decision for a in d.audit]
