@@ -85,9 +85,16 @@ def _metrics(port: int) -> dict[str, float]:
 class _Feed(threading.Thread):
     """Prints notable audit decisions and request responses as they happen."""
 
-    def __init__(self, bootstrap: str, names: TopicNames, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        names: TopicNames,
+        stop: threading.Event,
+        security: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(daemon=True, name="demo-feed")
         self.bootstrap, self.names, self.stop_event = bootstrap, names, stop
+        self.security = security or {}
         self.counts: dict[str, int] = {}
 
     def run(self) -> None:
@@ -97,6 +104,7 @@ class _Feed(threading.Thread):
                 "bootstrap.servers": self.bootstrap,
                 "group.id": f"{self.names.prefix}.demo-feed",
                 "auto.offset.reset": "earliest",
+                **self.security,
             }
         )
         consumer.subscribe([self.names.audit, self.names.responses])
@@ -179,7 +187,7 @@ def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
             for s in policy.systems
         ]
         threads = [threading.Thread(target=c.run, daemon=True) for c in consumers]
-        feed = _Feed(bootstrap, names, stop)
+        feed = _Feed(bootstrap, names, stop, settings.security.confluent_config())
         for t in [*threads, feed]:
             t.start()
         print(

@@ -63,7 +63,7 @@ def _open_gated(
     workflow: str,
     rule_id: str,
 ) -> None:
-    request = rights.open_or_duplicate(
+    request = requests.open_or_duplicate(
         ctx,
         request_id=event.request_id,
         request_type=request_type,

@@ -41,22 +41,16 @@ from schemas.responses import KeptItem, ResponseStatus
 
 @handles(ErasureRequested)
 def on_erasure(ctx: Ctx, event: ErasureRequested) -> None:
-    if requests.existing_request(ctx, event.request_id) is not None:
-        ctx.audit(
-            ids.N9_ERASURE,
-            "duplicate-request",
-            controller_id=event.controller_id,
-            request_id=event.request_id,
-        )
-        return
-    request = requests.open_request(
+    request = requests.open_or_duplicate(
         ctx,
         request_id=event.request_id,
         request_type=RequestType.ERASURE,
         controller_id=event.controller_id,
         event_id=event.event_id,
-        received_at=event.event_time,
+        rule_id=ids.N9_ERASURE,
     )
+    if request is None:
+        return
     kept: list[KeptItem] = []
     forwarded: set[str] = set()
     pending: list[str] = []

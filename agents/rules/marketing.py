@@ -105,22 +105,16 @@ def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
             kind=event.kind.value,
         )
         return
-    if requests.existing_request(ctx, event.request_id) is not None:
-        ctx.audit(
-            ids.DISPATCH,
-            "duplicate-request",
-            controller_id=event.controller_id,
-            request_id=event.request_id,
-        )
-        return
-    request = requests.open_request(
+    request = requests.open_or_duplicate(
         ctx,
         request_id=event.request_id,
         request_type=RequestType.OBJECTION,
         controller_id=event.controller_id,
         event_id=event.event_id,
-        received_at=event.event_time,
+        rule_id=ids.DISPATCH,
     )
+    if request is None:
+        return
     pending = suppress(
         ctx,
         channels=[Channel.ALL],

@@ -33,7 +33,7 @@ def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
     if event.kind is not ObjectionKind.AUTOMATED_PROCESSING:
         marketing.on_objection(ctx, event)
         return
-    request = rights.open_or_duplicate(
+    request = requests.open_or_duplicate(
         ctx,
         request_id=event.request_id,
         request_type=RequestType.OBJECTION,

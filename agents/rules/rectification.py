@@ -24,7 +24,7 @@ from schemas.responses import ResponseStatus
 
 @handles(RectificationRequested)
 def on_rectification(ctx: Ctx, event: RectificationRequested) -> None:
-    request = rights.open_or_duplicate(
+    request = requests.open_or_duplicate(
         ctx,
         request_id=event.request_id,
         request_type=RequestType.RECTIFICATION,

@@ -121,6 +121,46 @@ def open_request(
     return request
 
 
+def open_or_duplicate(
+    ctx: Ctx,
+    *,
+    request_id: str,
+    request_type: RequestType,
+    controller_id: str,
+    event_id: str,
+    workflow: str | None = None,
+    rule_id: str,
+    identity_required: bool = False,
+) -> RequestState | None:
+    """Open the request, or audit ``duplicate-request`` and return None."""
+    existing = ctx.requests.get(request_id)
+    if existing_request(ctx, request_id) is not None:
+        ctx.audit(rule_id, "duplicate-request", controller_id=controller_id, request_id=request_id)
+        return None
+    request = open_request(
+        ctx,
+        request_id=request_id,
+        request_type=request_type,
+        controller_id=controller_id,
+        event_id=event_id,
+        received_at=ctx.event_time,
+        identity_required=identity_required,
+        workflow=workflow,
+    )
+    if existing is not None:  # evidence arrived first
+        request = replace(request, evidence=existing.evidence)
+        ctx.requests[request_id] = request
+    ctx.audit(
+        rule_id,
+        "request-opened",
+        controller_id=controller_id,
+        request_id=request_id,
+        request_type=request_type.value,
+        due_at="awaiting-identity" if identity_required else request.due_at,
+    )
+    return request
+
+
 def start_clock(ctx: Ctx, request: RequestState, started_at: datetime) -> RequestState:
     """Identity verified: the deadline now runs from ``started_at`` (N12, N13)."""
     due = due_for(ctx.policy, request.request_type, started_at)

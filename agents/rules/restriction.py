@@ -53,7 +53,7 @@ def _active(ctx: Ctx) -> list[RequestState]:
 
 @handles(RestrictionRequested)
 def on_restriction(ctx: Ctx, event: RestrictionRequested) -> None:
-    request = rights.open_or_duplicate(
+    request = requests.open_or_duplicate(
         ctx,
         request_id=event.request_id,
         request_type=RequestType.RESTRICTION,

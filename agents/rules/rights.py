@@ -191,46 +191,6 @@ def wait_or_complete(ctx: Ctx, request: RequestState, pending: list[str]) -> Non
 # -- opening requests and the identity gate -------------------------------------------
 
 
-def open_or_duplicate(
-    ctx: Ctx,
-    *,
-    request_id: str,
-    request_type: RequestType,
-    controller_id: str,
-    event_id: str,
-    workflow: str,
-    rule_id: str,
-    identity_required: bool = False,
-) -> RequestState | None:
-    """Open the request, or audit ``duplicate-request`` and return None."""
-    existing = ctx.requests.get(request_id)
-    if existing is not None and not existing.placeholder:
-        ctx.audit(rule_id, "duplicate-request", controller_id=controller_id, request_id=request_id)
-        return None
-    request = requests.open_request(
-        ctx,
-        request_id=request_id,
-        request_type=request_type,
-        controller_id=controller_id,
-        event_id=event_id,
-        received_at=ctx.event_time,
-        identity_required=identity_required,
-        workflow=workflow,
-    )
-    if existing is not None:  # evidence arrived first
-        request = replace(request, evidence=existing.evidence)
-        ctx.requests[request_id] = request
-    ctx.audit(
-        rule_id,
-        "request-opened",
-        controller_id=controller_id,
-        request_id=request_id,
-        request_type=request_type.value,
-        due_at="awaiting-identity" if identity_required else request.due_at,
-    )
-    return request
-
-
 def gate(ctx: Ctx, request: RequestState, new_evidence: Iterable[str]) -> None:
     """Judge the request's identity evidence; start the workflow once verified."""
     verdict = evaluate_identity(
@@ -512,7 +472,7 @@ def on_refused(ctx: Ctx, event: RequestRefused) -> None:
 
 @handles(ComplaintReceived)
 def on_complaint(ctx: Ctx, event: ComplaintReceived) -> None:
-    request = open_or_duplicate(
+    request = requests.open_or_duplicate(
         ctx,
         request_id=event.complaint_id,
         request_type=RequestType.COMPLAINT,
