@@ -17,8 +17,9 @@ from streams.broker.errors import BrokerError
 from streams.broker.probe import admin_config
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient(admin_config(bootstrap))
+def admin_client(bootstrap: str, client_config: Mapping[str, str] | None = None) -> AdminClient:
+    """An admin client of a local cluster; ``client_config`` from ``LocalKafka.client_config()``."""
+    return AdminClient(admin_config(bootstrap, client_config))
 
 
 def create_topic(

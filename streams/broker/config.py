@@ -3,15 +3,21 @@
 Every node is broker and controller at once (combined mode). The quorum is
 static (``controller.quorum.voters``), so a node keeps its ports for the life
 of the cluster, including across a restart in a fault test.
+
+With a ``ScramSpec`` the client (and inter-broker) listener is SASL_PLAINTEXT
+with SCRAM; the controller listener stays PLAINTEXT on loopback. The users'
+credentials are written into the metadata log at format time (``--add-scram``).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from streams.broker.ports import LOOPBACK
 
@@ -59,13 +65,88 @@ def bootstrap_servers(nodes: Sequence[NodeSpec]) -> str:
     return ",".join(n.bootstrap for n in nodes)
 
 
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_LISTENER = "SASL_PLAINTEXT"
+SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+# Names and passwords travel inside StorageTool's "[name=..,password=..]" syntax, a
+# JAAS string and a java @argfile: none of their separators or quotes may occur.
+_SCRAM_TEXT = re.compile(r"""^[^\s,\[\]="'\\#;]+$""")
+
+
+@dataclass(frozen=True)
+class ScramSpec:
+    """SASL/SCRAM on the client listener: the users, the mechanism, the inter-broker user.
+
+    Passwords are kept out of ``repr``; the generated server.properties (the
+    inter-broker JAAS line) and the format arguments hold them, nothing else.
+    """
+
+    users: Mapping[str, str] = field(repr=False)
+    mechanism: str = "SCRAM-SHA-256"
+    inter_broker_user: str = "admin"
+
+    def __post_init__(self) -> None:
+        if self.mechanism not in SCRAM_MECHANISMS:
+            raise ValueError(f"sasl mechanism must be one of {SCRAM_MECHANISMS}")
+        if not self.users:
+            raise ValueError("SCRAM needs at least one user")
+        for name, password in self.users.items():
+            # The message names the user, never the password.
+            if not _SCRAM_TEXT.match(name):
+                raise ValueError(f"SCRAM user name {name!r} has a space, quote or separator")
+            if not _SCRAM_TEXT.match(password):
+                raise ValueError(f"password of SCRAM user {name!r} has a space, quote or separator")
+        if self.inter_broker_user not in self.users:
+            raise ValueError(
+                f"inter-broker user {self.inter_broker_user!r} must be one of the SCRAM users"
+            )
+        object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
+
+    def server_properties(self) -> dict[str, str]:
+        """Broker settings for SCRAM on ``SASL_LISTENER``, inter-broker traffic included."""
+        prefix = f"listener.name.{SASL_LISTENER.lower()}.{self.mechanism.lower()}"
+        password = self.users[self.inter_broker_user]
+        return {
+            "sasl.enabled.mechanisms": self.mechanism,
+            "sasl.mechanism.inter.broker.protocol": self.mechanism,
+            f"{prefix}.sasl.jaas.config": f"{SCRAM_LOGIN_MODULE} required "
+            f'username="{self.inter_broker_user}" password="{password}";',
+        }
+
+    def storage_args(self) -> list[str]:
+        """``kafka-storage format`` arguments that create every user's credentials."""
+        args: list[str] = []
+        for name, password in sorted(self.users.items()):
+            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return args
+
+    def client_config(self, user: str | None = None) -> dict[str, str]:
+        """librdkafka settings to authenticate as ``user`` (default: the inter-broker user)."""
+        name = user or self.inter_broker_user
+        try:
+            password = self.users[name]
+        except KeyError:
+            raise ValueError(f"no SCRAM user {name!r}") from None
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": self.mechanism,
+            "sasl.username": name,
+            "sasl.password": password,
+        }
+
+
 def broker_properties(
     node: NodeSpec,
     cluster: Sequence[NodeSpec],
     data_dir: Path,
     extra: Mapping[str, str] | None = None,
+    *,
+    scram: ScramSpec | None = None,
 ) -> dict[str, str]:
-    """The properties for one node of ``cluster``; ``extra`` overrides any of them."""
+    """The properties for one node of ``cluster``; ``extra`` overrides any of them.
+
+    ``scram`` makes the client listener SASL_PLAINTEXT (see ``ScramSpec``).
+    """
     size = len(cluster)
     replication = str(min(3, size))
     min_isr = str(min(2, size))
@@ -112,6 +193,18 @@ def broker_properties(
         "background.threads": "4",
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
     }
+    if scram is not None:
+        props.update(
+            {
+                "listeners": f"{SASL_LISTENER}://{node.host}:{node.broker_port},"
+                f"CONTROLLER://{node.host}:{node.controller_port}",
+                "advertised.listeners": f"{SASL_LISTENER}://{node.bootstrap}",
+                "inter.broker.listener.name": SASL_LISTENER,
+                "listener.security.protocol.map": f"{SASL_LISTENER}:SASL_PLAINTEXT,"
+                "CONTROLLER:PLAINTEXT",
+                **scram.server_properties(),
+            }
+        )
     props.update(extra or {})
     return props
 

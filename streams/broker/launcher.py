@@ -7,6 +7,17 @@ One node is broker and controller at once; three nodes form a real quorum
 (RF 3, min.insync.replicas 2) with ``kill_node``/``stop_node``/``start_node``
 for fault tests. Each cluster has its own dir (``<var>/kafka/<name>``); broker
 logs go to files there, never to the caller's stdout.
+
+SASL/SCRAM instead of PLAINTEXT on the client listener:
+
+    with LocalKafka(scram_users={"admin": "a-secret", "worker": "w-secret"}) as kafka:
+        Producer({"bootstrap.servers": kafka.bootstrap_servers,
+                  **kafka.client_config("worker")})
+
+The launcher's own clients (readiness probe) log in as ``inter_broker_user``.
+Passwords reach only server.properties (mode 0600) and a format argument file
+(mode 0600, deleted after use, so they never show in a process list); they are
+never logged or put in error messages.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from streams.broker.cluster_dirs import (
 )
 from streams.broker.config import (
     NodeSpec,
+    ScramSpec,
     bootstrap_servers,
     broker_properties,
     new_cluster_id,
@@ -69,6 +81,9 @@ class LocalKafka:
         extra_config: Mapping[str, str] | None = None,
         jvm_options: Sequence[str] = (),
         keep_logs: bool = False,
+        scram_users: Mapping[str, str] | None = None,
+        sasl_mechanism: str = "SCRAM-SHA-256",
+        inter_broker_user: str = "admin",
     ) -> None:
         """Describe a cluster; nothing runs until ``start()``.
 
@@ -77,6 +92,11 @@ class LocalKafka:
         after ``stop()`` (data is always removed). ``extra_config`` overrides any
         generated server property, on every node; ``jvm_options`` are added after the
         launcher's own (HotSpot lets later options win).
+
+        ``scram_users`` (name -> password) turns on SASL/SCRAM (``sasl_mechanism``) on
+        the client listener; ``inter_broker_user`` (one of them) is what the brokers
+        and the launcher's own clients log in as. Clients get their settings from
+        ``client_config(user)``.
         """
         if nodes not in SUPPORTED_NODE_COUNTS:
             raise ValueError(f"nodes must be one of {SUPPORTED_NODE_COUNTS}, not {nodes}")
@@ -93,6 +113,11 @@ class LocalKafka:
         self.extra_config = dict(extra_config or {})
         self.jvm_options = list(jvm_options)
         self.keep_logs = keep_logs
+        self.scram = (
+            ScramSpec(scram_users, sasl_mechanism, inter_broker_user)
+            if scram_users is not None
+            else None
+        )
         self.cluster_id: str | None = None
         self.startup_seconds: float | None = None
         self._specs: dict[int, NodeSpec] = {}
@@ -113,6 +138,22 @@ class LocalKafka:
         if not self._specs:
             raise BrokerError(f"kafka cluster '{self.name}' is not started")
         return bootstrap_servers(list(self._specs.values()))
+
+    @property
+    def security_protocol(self) -> str:
+        """What clients must speak: ``PLAINTEXT``, or ``SASL_PLAINTEXT`` with SCRAM users."""
+        return "PLAINTEXT" if self.scram is None else "SASL_PLAINTEXT"
+
+    def client_config(self, user: str | None = None) -> dict[str, str]:
+        """librdkafka security settings for ``user`` (default: the inter-broker user).
+
+        Empty for a PLAINTEXT cluster, so ``{**base, **kafka.client_config()}`` suits both.
+        """
+        if self.scram is None:
+            if user is not None:
+                raise ValueError(f"kafka cluster '{self.name}' has no SCRAM users")
+            return {}
+        return self.scram.client_config(user)
 
     @property
     def node_ids(self) -> list[int]:
@@ -296,11 +337,17 @@ class LocalKafka:
         node_id = spec.node_id
         layout.logs_dir(self.cluster_dir, node_id).mkdir(parents=True, exist_ok=True)
         props = broker_properties(
-            spec, cluster, layout.data_dir(self.cluster_dir, node_id), self.extra_config
+            spec,
+            cluster,
+            layout.data_dir(self.cluster_dir, node_id),
+            self.extra_config,
+            scram=self.scram,
         )
-        layout.properties_file(self.cluster_dir, node_id).write_text(
-            render_properties(props), encoding="utf-8"
-        )
+        path = layout.properties_file(self.cluster_dir, node_id)
+        if self.scram is None:
+            path.write_text(render_properties(props), encoding="utf-8")
+        else:  # the inter-broker password is in it
+            _write_private(path, render_properties(props))
 
     def _jvm_options(self, node_id: int, heap: str) -> list[str]:
         return [
@@ -323,18 +370,29 @@ class LocalKafka:
         """Run kafka-storage format for every node, in parallel (a JVM each, ~1 s)."""
         assert self._java is not None
         running: list[tuple[NodeSpec, subprocess.Popen[bytes], Path]] = []
+        arg_files: list[Path] = []
         try:
             for spec in specs:
                 log = layout.logs_dir(self.cluster_dir, spec.node_id) / "format.log"
-                command = [
-                    str(self._java),
-                    *self._jvm_options(spec.node_id, heap="256m"),
+                tool_args = [
                     "kafka.tools.StorageTool",
                     "format",
                     "-t",
                     str(self.cluster_id),
                     "-c",
                     str(layout.properties_file(self.cluster_dir, spec.node_id)),
+                ]
+                if self.scram is not None:
+                    # Passwords go in a java @argfile, not on the command line (which
+                    # any local user can read in /proc).
+                    arg_file = layout.node_dir(self.cluster_dir, spec.node_id) / "format.args"
+                    _write_private(arg_file, format_arg_file(tool_args, self.scram))
+                    arg_files.append(arg_file)
+                    tool_args = [f"@{arg_file}"]
+                command = [
+                    str(self._java),
+                    *self._jvm_options(spec.node_id, heap="256m"),
+                    *tool_args,
                 ]
                 with log.open("wb") as out:
                     popen = subprocess.Popen(
@@ -358,6 +416,8 @@ class LocalKafka:
                 if popen.poll() is None:
                     popen.kill()
                     popen.wait()
+            for arg_file in arg_files:
+                arg_file.unlink(missing_ok=True)
 
     def _spawn(self, spec: NodeSpec) -> None:
         assert self._java is not None
@@ -393,7 +453,11 @@ class LocalKafka:
             for spec in list(pending):
                 self._check_alive(spec.node_id)
                 remaining = deadline - time.monotonic()
-                ids = broker_ids(spec.bootstrap, timeout=max(0.5, min(2.0, remaining)))
+                ids = broker_ids(
+                    spec.bootstrap,
+                    timeout=max(0.5, min(2.0, remaining)),
+                    client_config=self.client_config(),
+                )
                 if ids is not None and expected_ids <= ids:
                     pending.remove(spec)
             if not pending:
@@ -455,3 +519,21 @@ class LocalKafka:
             ],
         )
         layout.write_state(self.cluster_dir, state)
+
+
+def format_arg_file(tool_args: Sequence[str], scram: ScramSpec) -> str:
+    """A java @argfile: the StorageTool class, its arguments and the SCRAM users, one a line.
+
+    Each argument is quoted; ``ScramSpec`` admits no quote, backslash or space in
+    names and passwords, so nothing needs escaping.
+    """
+    args = [*tool_args, *scram.storage_args()]
+    return "".join(f'"{arg}"\n' for arg in args)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (it holds passwords)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)

@@ -2,6 +2,10 @@
 
 Each ``Pipeline`` gets its own topic prefix, app id (consumer group, table
 changelogs) and data directory, so tests never see each other's data.
+
+Kafka security (``LIFECYCLE_KAFKA_*`` in ``extra_env``) applies to the worker and
+to every client the pipeline makes itself: topic setup, producer, readers and
+downstream consumers (see ``PipelineSettings``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import PrivateAttr
 
 from agents.downstream import Behaviour, DownstreamConsumer, ReferenceStore
 from agents.rules.policy import load_policy
@@ -29,11 +34,40 @@ from schemas.base import Frozen
 from streams.admin import ensure_topics
 from streams.broker.ports import free_ports
 from streams.codec import Codec
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import REPO_ROOT, KafkaSecurity, Settings
 from streams.topics import MURMUR2_PARTITIONER, TopicNames
 
 LIFECYCLE = Path(sys.executable).parent / "lifecycle"
 READY_LINE = "[^Worker]: Ready"
+SECURITY_ENV_PREFIX = "LIFECYCLE_KAFKA_"
+
+
+class PipelineSettings(Settings):
+    """Settings whose Kafka security is the worker's, not this test process's.
+
+    ``Settings.security`` reads the process environment; a pipeline's worker gets
+    its security from ``extra_env`` instead, and so must the pipeline's own clients.
+    """
+
+    _security: KafkaSecurity | None = PrivateAttr(default=None)
+
+    def use_security(self, security: KafkaSecurity) -> None:
+        self._security = security
+
+    @property
+    def security(self) -> KafkaSecurity:
+        return self._security if self._security is not None else super().security
+
+
+def security_from_env(extra_env: Mapping[str, str]) -> KafkaSecurity:
+    """The security a worker started with ``{**os.environ, **extra_env}`` reads."""
+    fields = {
+        key[len(SECURITY_ENV_PREFIX) :].lower(): value
+        for key, value in extra_env.items()
+        if key.upper().startswith(SECURITY_ENV_PREFIX)
+    }
+    # Init values win over the environment, which fills in the rest: as in the worker.
+    return KafkaSecurity.model_validate(fields)
 
 
 @dataclass
@@ -52,7 +86,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.names = TopicNames(self.prefix)
         self.codec = Codec()
-        self.settings = Settings(
+        self.settings = PipelineSettings(
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
             topic_prefix=self.prefix,
             app_id=self.prefix,
@@ -60,16 +94,22 @@ class Pipeline:
             var_dir=self.workdir,
             policy_path=self.policy_path,
         )
+        self.settings.use_security(security_from_env(self.extra_env))
         self.policy = load_policy(self.policy_path)
         ensure_topics(self.settings, self.bootstrap, [s.id for s in self.policy.systems])
         self.producer = Producer(
             {
-                "bootstrap.servers": self.bootstrap,
+                **self.client_config,
                 "enable.idempotence": True,
                 "acks": "all",
                 "partitioner": MURMUR2_PARTITIONER,
             }
         )
+
+    @property
+    def client_config(self) -> dict[str, str]:
+        """Bootstrap and security for a confluent-kafka client of this pipeline's broker."""
+        return {"bootstrap.servers": self.bootstrap, **self.settings.security.confluent_config()}
 
     # -- worker process -----------------------------------------------------
 
@@ -232,7 +272,7 @@ class Pipeline:
         """Everything on ``topic`` now: (partition, offset, decoded model)."""
         out: list[tuple[int, int, Any]] = []
         consumer = Consumer(
-            {"bootstrap.servers": self.bootstrap, "group.id": "reader", "enable.auto.commit": False}
+            {**self.client_config, "group.id": "reader", "enable.auto.commit": False}
         )
         try:
             for partition in range(self.partitions):
