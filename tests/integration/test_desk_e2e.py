@@ -93,10 +93,23 @@ def test_desk_shows_a_subjects_records_and_requests_and_lists_the_overdue_ones(
     pipeline.run_downstream("crm", Behaviour(silent=True))
     now = datetime.now(UTC)
 
-    # Overdue: an erasure received 5 minutes and 2 seconds ago (due 2 seconds ago).
+    # Records first (their own input topic: wait until they are in the state, so that
+    # the requests below find them).
     late, late_request = "cust-desk-late", "req-desk-erase"
-    held = record(late, "letter-9", "crm", DataCategory.CORRESPONDENCE)
-    pipeline.publish(held)
+    current, current_request = "cust-desk-now", "req-desk-restrict"
+    held = [
+        record(late, "letter-9", "crm", DataCategory.CORRESPONDENCE),
+        record(current, "form-3", "crm", DataCategory.FORMS_SURVEYS),
+    ]
+    for event in held:
+        pipeline.publish(event)
+    pipeline.wait_for_models(
+        pipeline.names.audit,
+        AuditEvent,
+        lambda es: {e.event_id for e in held} <= {i for e in es for i in e.event_ids_in},
+        what="records registered",
+    )
+    # Overdue: an erasure received 5 minutes and 2 seconds ago (due 2 seconds ago).
     pipeline.publish(
         ErasureRequested(
             event_id="ev-desk-erase",
@@ -107,8 +120,6 @@ def test_desk_shows_a_subjects_records_and_requests_and_lists_the_overdue_ones(
         )
     )
     # Open, not overdue: a restriction received now (due in 5 minutes).
-    current, current_request = "cust-desk-now", "req-desk-restrict"
-    pipeline.publish(record(current, "form-3", "crm", DataCategory.FORMS_SURVEYS))
     pipeline.publish(
         RestrictionRequested(
             event_id="ev-desk-restrict",
