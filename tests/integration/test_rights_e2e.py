@@ -452,17 +452,11 @@ def test_access_request_waits_for_identity_then_exports_and_answers_with_the_rep
         assert acked[command.command_id] in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: erasure.py:44 (and marketing.py:108 for objections) treat an identity-evidence "
-        "placeholder with the same request id as an existing request: the erasure is "
-        "audited duplicate-request and dropped"
-    ),
-)
 def test_erasure_whose_identity_evidence_arrived_first_is_still_carried_out(
     pipeline: Pipeline,
 ) -> None:
+    """Evidence under a request id makes a placeholder; an erasure (which needs no
+    identity) under that id is a new request, not a duplicate (regression)."""
     subject, request_id = "cust-erase-ev", "req-erase-ev"
     held = registered(
         subject, "letter-e1", "crm", DataCategory.CORRESPONDENCE, when=datetime.now(UTC)
