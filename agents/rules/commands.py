@@ -129,6 +129,27 @@ def issue(
     return cid
 
 
+def withdraw(ctx: Ctx, cid: str, *, rule_id: str, why: str) -> None:
+    """Stop tracking (and re-sending) a command a later decision has made moot.
+
+    The command id is remembered as closed, so a late acknowledgement of it is
+    recognised rather than reported as unknown.
+    """
+    tracked = ctx.commands.pop(cid, None)
+    if tracked is None:
+        return
+    _remember_closed(ctx, cid)
+    ctx.audit(
+        rule_id,
+        "command-superseded",
+        controller_id=tracked.command.controller_id,
+        command_ids=[cid],
+        system=tracked.command.target_system,
+        action=tracked.command.action.value,
+        why=why,
+    )
+
+
 def _remember_closed(ctx: Ctx, cid: str) -> None:
     ctx.closed_command_ids.append(cid)
     del ctx.closed_command_ids[:-MAX_CLOSED_COMMAND_IDS]

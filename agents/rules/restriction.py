@@ -25,7 +25,7 @@ While restricted (``enforce`` runs after every decision):
 
 from __future__ import annotations
 
-from agents.rules import requests, rights
+from agents.rules import commands, requests, rights
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
 from agents.rules.state import RecordStatus, RequestState, replace
@@ -86,6 +86,8 @@ def on_restriction(ctx: Ctx, event: RestrictionRequested) -> None:
 
 
 def _complete(ctx: Ctx, request: RequestState) -> None:
+    if not request.restriction_active:
+        return  # lifted before every system confirmed; answered at the lift
     systems = sorted({ctx.records[k].system for k in request.record_keys if k in ctx.records})
     reason = (
         "Processing of your data is restricted: it is only stored"
@@ -120,9 +122,32 @@ def on_lifted(ctx: Ctx, event: RestrictionLifted) -> None:
         record = ctx.records.get(key)
         if record is not None and record.status is RecordStatus.HELD:
             groups.setdefault(record.system, []).append(key)
-    request = replace(request, restriction_active=False)
+    # A RESTRICT still unacknowledged must not be re-sent after the lift: the
+    # system would end up restricted while we believe it is not.
+    unconfirmed = [
+        cid
+        for cid, tracked in ctx.commands.items()
+        if tracked.command.request_id == request.request_id
+        and tracked.command.action is Action.RESTRICT
+    ]
+    for cid in unconfirmed:
+        commands.withdraw(ctx, cid, rule_id=rights.N9_RESTRICTION_LIFTED, why="restriction-lifted")
+    request = replace(request, restriction_active=False, pending_command_ids=[])
     ctx.requests[request.request_id] = request
     ctx.restricted = bool(_active(ctx))
+    if not request.final:
+        # Answered now, since the restriction it asked for is over.
+        request = requests.respond(
+            ctx,
+            request,
+            ResponseStatus.COMPLETED,
+            reasons=[
+                rights.short(
+                    "Processing of your data was restricted as you asked; the restriction "
+                    "has now been lifted."
+                )
+            ],
+        )
     sent = rights.issue_per_system(
         ctx,
         request,

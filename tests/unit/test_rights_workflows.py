@@ -687,3 +687,23 @@ def test_complaint_is_tracked_with_thirty_day_deadline() -> None:
     assert "2024-04-03" in response.reasons[0]
     h.clock.set(T0 + timedelta(days=31))
     assert "request-overdue" in [a.decision for a in h.tick().audit]
+
+
+def test_lift_before_restrict_is_acknowledged_withdraws_it() -> None:
+    # A RESTRICT still unacknowledged at the lift is never re-sent afterwards,
+    # and its late ack does not answer "restricted".
+    h = Harness(NOTICE, T0)
+    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    d = h.send(h.event(RestrictionRequested, request_id="req-r", reason="accuracy contested"))
+    [restrict] = [c for c in d.commands if c.action is Action.RESTRICT]
+    lifted = h.send(h.event(RestrictionLifted, request_id="req-r"))
+    assert [c.action for c in lifted.commands] == [Action.LIFT_RESTRICTION]
+    assert "command-superseded" in [a.decision for a in lifted.audit]
+    assert [r.status for r in lifted.responses] == [ResponseStatus.COMPLETED]
+    h.clock.advance(timedelta(days=2))
+    later = h.tick()
+    assert all(c.command_id != restrict.command_id for c in later.commands)
+    late = h.ack(restrict)
+    assert late.responses == []
+    assert h.state is not None
+    assert not h.state.restricted
