@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity.wait import wait_base
+
 from agents.audit_chain import ChainHead, link
 from agents.clock import Clock
 from agents.metrics import LifecycleMetrics
@@ -31,14 +34,15 @@ from schemas.deadletter import DeadLetter, ReasonClass
 from schemas.events import INPUT_EVENTS, Event
 from schemas.internal import DueTick
 from schemas.responses import ResponseStatus
-from streams.codec import Codec
-from streams.deadletter import decode_or_dead_letter, log_dead_letter
+from streams.codec import Codec, RegistryUnavailable
+from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter
 from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
 # The audit decision that marks a command given up on (agents.rules.commands).
 ESCALATED = "command-escalated"
+REGISTRY_RETRY_WAIT = wait_exponential(multiplier=0.5, max=30)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Handler:
         schedule: Schedule,
         chain: ChainHeads,
         send: Sender,
+        registry_retry_wait: wait_base = REGISTRY_RETRY_WAIT,
     ) -> None:
         self.codec = codec
         self.policy = policy
@@ -96,6 +101,7 @@ class Handler:
         self.schedule = schedule
         self.chain = chain
         self.send = send
+        self.registry_retry_wait = registry_retry_wait
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
 
@@ -108,17 +114,7 @@ class Handler:
 
     async def handle(self, raw: RawMessage) -> None:
         now = self.clock.now()
-        decoded = decode_or_dead_letter(
-            raw.key,
-            raw.value,
-            raw.topic,
-            raw.partition,
-            raw.offset,
-            now,
-            codec=self.codec,
-            expected=self._expected(raw.topic),
-            on_dead_letter=lambda reason: self.metrics.observe_dead_letter(raw.topic, reason),
-        )
+        decoded = await self._decode(raw, now)
         if isinstance(decoded, DeadLetter):
             await self._dead_letter(decoded)
             return
@@ -139,6 +135,30 @@ class Handler:
         self._observe_requests(state, decision.state)
         await self._emit(decision, raw.partition, now)
         self._store(key, decision.state)
+
+    async def _decode(self, raw: RawMessage, now: datetime) -> Decoded | DeadLetter:
+        # An unreachable schema registry is not bad input: dead-lettering a good
+        # message would lose it, so the partition waits and retries instead.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RegistryUnavailable),
+            wait=self.registry_retry_wait,
+            before_sleep=lambda state: log.warning(
+                "schema registry unavailable; retrying (attempt %d)", state.attempt_number
+            ),
+        ):
+            with attempt:
+                return decode_or_dead_letter(
+                    raw.key,
+                    raw.value,
+                    raw.topic,
+                    raw.partition,
+                    raw.offset,
+                    now,
+                    codec=self.codec,
+                    expected=self._expected(raw.topic),
+                    on_dead_letter=lambda r: self.metrics.observe_dead_letter(raw.topic, r),
+                )
+        raise AssertionError("unreachable: AsyncRetrying retries until it returns")
 
     def _rejected(
         self, raw: RawMessage, message: Frozen, exc: Exception, now: datetime

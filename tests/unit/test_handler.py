@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from tenacity import wait_none
 
 import agents.handler as handler_module
 from agents.audit_chain import ChainHead, verify_chain
@@ -23,7 +24,7 @@ from schemas.commands import Action, Command
 from schemas.deadletter import DeadLetter, ReasonClass
 from schemas.events import CallRecorded
 from schemas.internal import DueTick
-from streams.codec import Codec
+from streams.codec import Codec, RegistryUnavailable
 from streams.settings import REPO_ROOT
 from streams.topics import TopicNames
 
@@ -185,3 +186,22 @@ def test_ack_topic_only_accepts_acks(world: dict[str, Any]) -> None:
     run(world, NAMES.acks, b"cust-1", CODEC.encode(recording()))
     dead = world["sent"].on(NAMES.dead_letter)
     assert [d.reason_class for d in dead] == [ReasonClass.UNEXPECTED_TYPE]
+
+
+def test_unreachable_registry_is_retried_not_dead_lettered(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler: Handler = world["handler"]
+    handler.registry_retry_wait = wait_none()
+    real_decode = CODEC.decode
+    failures = iter([RegistryUnavailable("down"), RegistryUnavailable("still down")])
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        for failure in failures:
+            raise failure
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(CODEC, "decode", flaky)
+    run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
+    assert world["sent"].on(NAMES.dead_letter) == []
+    assert b"cust-1" in world["subjects"]
