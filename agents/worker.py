@@ -30,6 +30,15 @@ from streams.topics import TopicNames
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 1.0
+# Table changelogs are compacted; these bound how long a superseded or deleted
+# subject state can survive in them, so erased data does not linger in the
+# pipeline's own topics: compaction runs within a day of a change, and a
+# tombstone (deleted subject) is itself dropped a day after that.
+CHANGELOG_CONFIG = {
+    "max.compaction.lag.ms": str(86_400_000),
+    "delete.retention.ms": str(86_400_000),
+    "min.cleanable.dirty.ratio": "0.1",
+}
 METRICS_INTERVAL_S = 5.0
 
 
@@ -82,8 +91,20 @@ def build_pipeline(
         return fut
 
     # bytes key and value types make Faust use the raw serializer.
-    subjects = app.Table("subjects", partitions=p, key_type=bytes, value_type=bytes)
-    schedule_table = app.Table("schedule", partitions=p, key_type=bytes, value_type=bytes)
+    subjects = app.Table(
+        "subjects",
+        partitions=p,
+        key_type=bytes,
+        value_type=bytes,
+        extra_topic_configs=CHANGELOG_CONFIG,
+    )
+    schedule_table = app.Table(
+        "schedule",
+        partitions=p,
+        key_type=bytes,
+        value_type=bytes,
+        extra_topic_configs=CHANGELOG_CONFIG,
+    )
     schedule = Schedule()
     chain = TopicChainHeads(
         topic=names.audit,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from agents.audit_chain import ChainHead, verify_chain
 from schemas.audit import AuditEvent
@@ -166,3 +167,15 @@ def test_scheduled_items_survive_sigkill_and_never_fire_early(pipeline: Pipeline
         assert len({c.command_id for c in commands}) == 1
         assert all(c.issued_at >= due - timedelta(milliseconds=1) for c in commands)
     assert pipeline.stop(signal.SIGTERM) == 0
+
+
+def test_state_changelogs_are_compacted_within_a_bound(pipeline: Pipeline) -> None:
+    # Erased subjects' states must not linger in the pipeline's own topics.
+    pipeline.start()
+    admin = AdminClient({"bootstrap.servers": pipeline.bootstrap, **pipeline.client_config})
+    for table in ("subjects", "schedule"):
+        resource = ConfigResource(ConfigResource.Type.TOPIC, f"{pipeline.prefix}-{table}-changelog")
+        config = admin.describe_configs([resource])[resource].result()
+        assert config["cleanup.policy"].value == "compact"
+        assert int(config["max.compaction.lag.ms"].value) <= 86_400_000
+        assert int(config["delete.retention.ms"].value) <= 86_400_000
