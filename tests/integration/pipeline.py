@@ -24,13 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import PrivateAttr
 
 from agents.downstream import Behaviour, DownstreamConsumer, ReferenceStore
 from agents.rules.policy import load_policy
+from schemas.audit import AuditEvent
 from schemas.base import Frozen
+from schemas.commands import Command
 from streams.admin import ensure_topics
 from streams.broker.ports import free_ports
 from streams.codec import Codec
@@ -40,6 +43,9 @@ from streams.topics import MURMUR2_PARTITIONER, TopicNames
 LIFECYCLE = Path(sys.executable).parent / "lifecycle"
 READY_LINE = "[^Worker]: Ready"
 SECURITY_ENV_PREFIX = "LIFECYCLE_KAFKA_"
+NOTICE_POLICY = REPO_ROOT / "agents" / "policy" / "notice.yaml"
+DEMO_POLICY = REPO_ROOT / "agents" / "policy" / "demo.yaml"
+EXTRA_MARKETING_SYSTEM = "sms-gateway"
 
 
 class PipelineSettings(Settings):
@@ -74,7 +80,7 @@ def security_from_env(extra_env: Mapping[str, str]) -> KafkaSecurity:
 class Pipeline:
     bootstrap: str
     workdir: Path
-    policy_path: Path = REPO_ROOT / "agents" / "policy" / "notice.yaml"
+    policy_path: Path = NOTICE_POLICY
     partitions: int = 2
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}")
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -345,3 +351,75 @@ def pipelines(bootstrap: str, tmp_path: Path, **kwargs: Any) -> Iterator[Pipelin
         yield pipeline
     finally:
         pipeline.close()
+
+
+def answering_pipelines(bootstrap: str, workdir: Path, **kwargs: Any) -> Iterator[Pipeline]:
+    """A started worker with every downstream system of its policy answering."""
+    for pipeline in pipelines(bootstrap, workdir, **kwargs):
+        pipeline.start()
+        for system in pipeline.policy.systems:
+            pipeline.run_downstream(system.id)
+        yield pipeline
+
+
+def with_second_marketing_system(source: Path, directory: Path) -> Path:
+    """``source`` plus a second marketing system, so "every marketing system" is two."""
+    doc = yaml.safe_load(source.read_text())
+    doc["systems"].append(
+        {
+            "id": EXTRA_MARKETING_SYSTEM,
+            "description": "SMS marketing gateway (test)",
+            "categories": ["marketing_profile"],
+            "region": "uk",
+            "safeguard": "none",
+            "marketing": True,
+        }
+    )
+    path = directory / f"{source.stem}-plus-sms.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run_desk(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    """``lifecycle desk <args>`` with the pipeline's environment, as the privacy desk runs it."""
+    return subprocess.run(
+        [str(LIFECYCLE), "desk", *args],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def subject_commands(pipeline: Pipeline, system: str, subject: str) -> list[Command]:
+    """The subject's commands on ``system``'s command topic."""
+    return [
+        c
+        for c in pipeline.models(pipeline.names.command(system), Command)
+        if c.subject_id == subject
+    ]
+
+
+def wait_subject_commands(
+    pipeline: Pipeline, system: str, subject: str, what: str
+) -> list[Command]:
+    """Wait until ``system`` has a command for ``subject``; the subject's commands there."""
+    commands = pipeline.wait_for_models(
+        pipeline.names.command(system),
+        Command,
+        lambda cs: any(c.subject_id == subject for c in cs),
+        what=what,
+    )
+    return [c for c in commands if c.subject_id == subject]
+
+
+def wait_decided(pipeline: Pipeline, events: Iterable[Any], what: str) -> list[AuditEvent]:
+    """Wait until every one of ``events`` is named by some audit entry."""
+    wanted = {e.event_id for e in events}
+    return pipeline.wait_for_models(
+        pipeline.names.audit,
+        AuditEvent,
+        lambda es: wanted <= {i for e in es for i in e.event_ids_in},
+        what=what,
+    )

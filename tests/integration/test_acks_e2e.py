@@ -9,7 +9,7 @@ marketing platform never answers and the CRM fails every DELETE.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -18,12 +18,20 @@ import yaml
 
 from agents.downstream import Behaviour
 from schemas.audit import AuditEvent
-from schemas.base import Channel, DataCategory, DataSource, LegalBasis
-from schemas.commands import AckOutcome, Action, Command, CommandAck
-from schemas.events import ErasureRequested, MarketingOptOutReceived, RecordRegistered
+from schemas.base import Channel, DataCategory, LegalBasis
+from schemas.commands import AckOutcome, Action, CommandAck
+from schemas.events import ErasureRequested
 from schemas.responses import RequestResponse, ResponseStatus
-from streams.settings import REPO_ROOT
-from tests.integration.pipeline import Pipeline, pipelines, wait_for
+from tests.integration.events import desk_request, opted_out, registered
+from tests.integration.pipeline import (
+    DEMO_POLICY,
+    Pipeline,
+    pipelines,
+    subject_commands,
+    wait_decided,
+    wait_for,
+    wait_subject_commands,
+)
 
 ACK_DEADLINE = timedelta(seconds=3)
 BACKOFF_BASE = timedelta(seconds=1)
@@ -31,7 +39,7 @@ ATTEMPTS = 3
 
 
 def short_command_policy(directory: Path) -> Path:
-    doc = yaml.safe_load((REPO_ROOT / "agents" / "policy" / "demo.yaml").read_text())
+    doc = yaml.safe_load(DEMO_POLICY.read_text())
     doc["version"] = "acks-test"
     doc["commands"] = {
         "ack_deadline": "PT3S",
@@ -53,24 +61,6 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         p.run_downstream("marketing-platform", Behaviour(silent=True))
         p.run_downstream("crm", Behaviour(fail_actions=frozenset({Action.DELETE})))
         yield p
-
-
-def opt_out(subject: str) -> MarketingOptOutReceived:
-    return MarketingOptOutReceived(
-        event_id=f"ev-optout-{subject}",
-        subject_id=subject,
-        source_system="marketing",
-        event_time=datetime.now(UTC),
-        channels=[Channel.ALL],
-    )
-
-
-def sends(pipeline: Pipeline, system: str, subject: str) -> list[Command]:
-    return [
-        c
-        for c in pipeline.models(pipeline.names.command(system), Command)
-        if c.subject_id == subject
-    ]
 
 
 def audit_for(pipeline: Pipeline, command_id: str) -> list[AuditEvent]:
@@ -97,14 +87,8 @@ def test_unacknowledged_command_is_resent_under_the_same_id_then_escalated(
     pipeline: Pipeline,
 ) -> None:
     subject = "cust-silent"
-    pipeline.publish(opt_out(subject))
-    first = pipeline.wait_for_models(
-        pipeline.names.command("marketing-platform"),
-        Command,
-        lambda cs: any(c.subject_id == subject for c in cs),
-        what="first suppression",
-    )
-    (command,) = [c for c in first if c.subject_id == subject]
+    pipeline.publish(opted_out(subject, [Channel.ALL]))
+    (command,) = wait_subject_commands(pipeline, "marketing-platform", subject, "first suppression")
     assert command.action is Action.SUPPRESS_MARKETING
     assert command.attempt == 1
 
@@ -117,7 +101,7 @@ def test_unacknowledged_command_is_resent_under_the_same_id_then_escalated(
     assert escalation.details["system"] == "marketing-platform"
     assert escalation.details["attempts"] == str(ATTEMPTS)
 
-    copies = sends(pipeline, "marketing-platform", subject)
+    copies = subject_commands(pipeline, "marketing-platform", subject)
     # Every send is the same command, attempt counting up, each after the last's deadline.
     assert {c.command_id for c in copies} == {command.command_id}
     assert [c.attempt for c in copies] == list(range(1, ATTEMPTS + 1))
@@ -138,40 +122,20 @@ def test_failed_acknowledgement_is_retried_after_backoff_then_the_request_fails(
     pipeline: Pipeline,
 ) -> None:
     subject = "cust-failing"
-    record = RecordRegistered(
-        event_id=f"ev-reg-{subject}",
-        subject_id=subject,
-        source_system="crm",
-        event_time=datetime.now(UTC),
-        record_id="mail-fail",
-        system="crm",
-        category=DataCategory.CORRESPONDENCE,
-        source=DataSource.SUBJECT,
-        legal_basis=LegalBasis.LEGITIMATE_INTERESTS,
+    record = registered(
+        subject,
+        "mail-fail",
+        "crm",
+        DataCategory.CORRESPONDENCE,
+        basis=LegalBasis.LEGITIMATE_INTERESTS,
         purpose="sales-enquiries",
+        event_id=f"ev-reg-{subject}",
     )
     pipeline.publish(record)
-    request = ErasureRequested(
-        event_id=f"ev-erase-{subject}",
-        subject_id=subject,
-        source_system="privacy-desk",
-        event_time=datetime.now(UTC),
-        request_id="req-fail-1",
-    )
-    pipeline.wait_for_models(
-        pipeline.names.audit,
-        AuditEvent,
-        lambda es: any(record.event_id in e.event_ids_in for e in es),
-        what="record registered",
-    )
+    request = desk_request(ErasureRequested, subject, "req-fail-1", event_id=f"ev-erase-{subject}")
+    wait_decided(pipeline, [record], "record registered")
     pipeline.publish(request)
-    first = pipeline.wait_for_models(
-        pipeline.names.command("crm"),
-        Command,
-        lambda cs: any(c.subject_id == subject for c in cs),
-        what="erasure DELETE",
-    )
-    (command,) = [c for c in first if c.subject_id == subject]
+    (command,) = wait_subject_commands(pipeline, "crm", subject, "erasure DELETE")
     assert command.action is Action.DELETE
     assert command.record_ids == ["mail-fail"]
 
@@ -186,7 +150,7 @@ def test_failed_acknowledgement_is_retried_after_backoff_then_the_request_fails(
         wait = min(BACKOFF_BASE * 2 ** (attempt - 1), timedelta(seconds=2))
         assert retry.decided_at >= failure.decided_at + wait - timedelta(milliseconds=1)
 
-    copies = sends(pipeline, "crm", subject)
+    copies = subject_commands(pipeline, "crm", subject)
     assert {c.command_id for c in copies} == {command.command_id}
     assert [c.attempt for c in copies] == list(range(1, ATTEMPTS + 1))
     acks = [a for a in pipeline.models(pipeline.names.acks, CommandAck) if a.subject_id == subject]
@@ -217,14 +181,9 @@ def test_failed_acknowledgement_is_retried_after_backoff_then_the_request_fails(
 
 def test_escalation_is_counted_on_the_metrics_endpoint(pipeline: Pipeline) -> None:
     subject = "cust-escalation-metric"
-    pipeline.publish(opt_out(subject))
-    commands = pipeline.wait_for_models(
-        pipeline.names.command("marketing-platform"),
-        Command,
-        lambda cs: any(c.subject_id == subject for c in cs),
-        what="suppression",
-    )
-    (command,) = {c.command_id for c in commands if c.subject_id == subject}
+    pipeline.publish(opted_out(subject, [Channel.ALL]))
+    commands = wait_subject_commands(pipeline, "marketing-platform", subject, "suppression")
+    (command,) = {c.command_id for c in commands}
     wait_escalated(pipeline, command)
     assert (
         pipeline.metric_sum(
@@ -238,12 +197,8 @@ def test_escalation_is_counted_on_the_metrics_endpoint(pipeline: Pipeline) -> No
 
 def test_requests_are_counted_on_the_metrics_endpoint(pipeline: Pipeline) -> None:
     subject = "cust-nothing-held"
-    request = ErasureRequested(
-        event_id=f"ev-erase-{subject}",
-        subject_id=subject,
-        source_system="privacy-desk",
-        event_time=datetime.now(UTC),
-        request_id="req-nothing-held",
+    request = desk_request(
+        ErasureRequested, subject, "req-nothing-held", event_id=f"ev-erase-{subject}"
     )
     pipeline.publish(request)
     responses = pipeline.wait_for_models(

@@ -20,7 +20,7 @@ from agents.audit_chain import event_hash
 from agents.audit_verify import VerifyResult, verify_partition
 from agents.clock import SystemClock
 from schemas.audit import AuditEvent
-from schemas.events import CallRecorded
+from tests.integration.events import call_recorded
 from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines
 
 
@@ -66,13 +66,11 @@ def test_audit_chain_verifies_and_forged_records_are_named(pipeline: Pipeline) -
     now = datetime.now(UTC)
     for i in range(8):
         pipeline.publish(
-            CallRecorded(
+            call_recorded(
+                f"cust-audit-{i}",
+                f"rec-audit-{i}",
                 event_id=f"ev-audit-{i}",
-                subject_id=f"cust-audit-{i}",
-                source_system="telephony",
-                event_time=now - timedelta(days=1),
-                recording_id=f"rec-audit-{i}",
-                system="call-recorder",
+                when=now - timedelta(days=1),
             )
         )
     pipeline.wait_for_models(

@@ -18,33 +18,22 @@ import pytest
 
 from agents.downstream import Behaviour
 from schemas.audit import AuditEvent
-from schemas.base import DataCategory, DataSource, LegalBasis
-from schemas.events import (
-    AccessRequested,
-    ErasureRequested,
-    RecordRegistered,
-    RestrictionRequested,
+from schemas.base import DataCategory
+from schemas.events import AccessRequested, ErasureRequested, RestrictionRequested
+from tests.integration.events import desk_request, registered
+from tests.integration.pipeline import (
+    DEMO_POLICY,
+    Pipeline,
+    pipelines,
+    run_desk,
+    wait_decided,
+    wait_for,
 )
-from streams.settings import REPO_ROOT
-from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines, wait_for
-
-DEMO = REPO_ROOT / "agents" / "policy" / "demo.yaml"
 
 
 @pytest.fixture
 def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
-    yield from pipelines(kafka_bootstrap, tmp_path, policy_path=DEMO)
-
-
-def run_desk(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(LIFECYCLE), "desk", *args],
-        env=pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    yield from pipelines(kafka_bootstrap, tmp_path, policy_path=DEMO_POLICY)
 
 
 def desk_output(pipeline: Pipeline, args: list[str], *wanted: str) -> str:
@@ -70,21 +59,6 @@ def desk_output(pipeline: Pipeline, args: list[str], *wanted: str) -> str:
     return last[0].stdout
 
 
-def record(subject: str, record_id: str, system: str, category: DataCategory) -> RecordRegistered:
-    return RecordRegistered(
-        event_id=f"ev-reg-{subject}-{record_id}",
-        subject_id=subject,
-        source_system="crm",
-        event_time=datetime.now(UTC),
-        record_id=record_id,
-        system=system,
-        category=category,
-        source=DataSource.SUBJECT,
-        legal_basis=LegalBasis.CONTRACT,
-        purpose="service-delivery",
-    )
-
-
 def test_desk_shows_a_subjects_records_and_requests_and_lists_the_overdue_ones(
     pipeline: Pipeline,
 ) -> None:
@@ -98,48 +72,36 @@ def test_desk_shows_a_subjects_records_and_requests_and_lists_the_overdue_ones(
     late, late_request = "cust-desk-late", "req-desk-erase"
     current, current_request = "cust-desk-now", "req-desk-restrict"
     held = [
-        record(late, "letter-9", "crm", DataCategory.CORRESPONDENCE),
-        record(current, "form-3", "crm", DataCategory.FORMS_SURVEYS),
+        registered(late, "letter-9", "crm", DataCategory.CORRESPONDENCE),
+        registered(current, "form-3", "crm", DataCategory.FORMS_SURVEYS),
     ]
     for event in held:
         pipeline.publish(event)
-    pipeline.wait_for_models(
-        pipeline.names.audit,
-        AuditEvent,
-        lambda es: {e.event_id for e in held} <= {i for e in es for i in e.event_ids_in},
-        what="records registered",
-    )
+    wait_decided(pipeline, held, "records registered")
     # Overdue: an erasure received 5 minutes and 2 seconds ago (due 2 seconds ago).
     pipeline.publish(
-        ErasureRequested(
+        desk_request(
+            ErasureRequested,
+            late,
+            late_request,
             event_id="ev-desk-erase",
-            subject_id=late,
-            source_system="privacy-desk",
-            event_time=now - timedelta(minutes=5, seconds=2),
-            request_id=late_request,
+            when=now - timedelta(minutes=5, seconds=2),
         )
     )
     # Open, not overdue: a restriction received now (due in 5 minutes).
     pipeline.publish(
-        RestrictionRequested(
+        desk_request(
+            RestrictionRequested,
+            current,
+            current_request,
             event_id="ev-desk-restrict",
-            subject_id=current,
-            source_system="privacy-desk",
-            event_time=datetime.now(UTC),
-            request_id=current_request,
             reason="accuracy contested",
         )
     )
     # Open, clock not started: an access request waiting for identity.
     waiting, waiting_request = "cust-desk-wait", "req-desk-access"
     pipeline.publish(
-        AccessRequested(
-            event_id="ev-desk-access",
-            subject_id=waiting,
-            source_system="privacy-desk",
-            event_time=datetime.now(UTC),
-            request_id=waiting_request,
-        )
+        desk_request(AccessRequested, waiting, waiting_request, event_id="ev-desk-access")
     )
     pipeline.wait_for_models(
         pipeline.names.audit,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.events import CallRecorded
 from streams.broker.ports import free_ports
+from tests.integration.events import call_recorded
 from tests.integration.pipeline import Pipeline, pipelines, wait_for
 
 
@@ -88,14 +88,7 @@ def test_prometheus_scrapes_pipeline_metrics(pipeline: Pipeline, prometheus: str
     pipeline.run_downstream("call-recorder")
     recorded = datetime.now(UTC) - timedelta(days=31)
     pipeline.publish(
-        CallRecorded(
-            event_id="ev-scrape-1",
-            subject_id="cust-scrape",
-            source_system="telephony",
-            event_time=recorded,
-            recording_id="rec-scrape-1",
-            system="call-recorder",
-        )
+        call_recorded("cust-scrape", "rec-scrape-1", event_id="ev-scrape-1", when=recorded)
     )
     pipeline.publish_raw(pipeline.names.input("crm"), b"cust-x", b"not a framed message")
 

@@ -10,7 +10,7 @@ so it is not replayed: exactly one ``marketing-suppressed`` entry proves that.
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ import pytest
 from schemas.audit import AuditEvent
 from schemas.base import Channel, DataCategory, DataSource, LegalBasis
 from schemas.commands import AckOutcome, Action, Command
-from schemas.events import MarketingOptOutReceived, RecordRegistered
+from tests.integration.events import opted_out, registered
 from tests.integration.pipeline import pipelines
 
 
@@ -30,13 +30,7 @@ def test_suppression_list_survives_a_restart(
         subject = f"cust-restore-{local_state}"
         pipeline.start()
         pipeline.run_downstream("marketing-platform")
-        opt_out = MarketingOptOutReceived(
-            event_id=f"ev-optout-{subject}",
-            subject_id=subject,
-            source_system="privacy-desk",
-            event_time=datetime.now(UTC),
-            channels=[Channel.PHONE, Channel.EMAIL],
-        )
+        opt_out = opted_out(subject, [Channel.PHONE, Channel.EMAIL], source_system="privacy-desk")
         pipeline.publish(opt_out)
         pipeline.wait_for_models(
             pipeline.names.audit,
@@ -53,17 +47,16 @@ def test_suppression_list_survives_a_restart(
             shutil.rmtree(pipeline.worker_data_dir)
 
         pipeline.start()
-        imported = RecordRegistered(
-            event_id=f"ev-import-{subject}",
-            subject_id=subject,
-            source_system="marketing",
-            event_time=datetime.now(UTC),
-            record_id="list-row-restore",
-            system="marketing-platform",
-            category=DataCategory.PURCHASED_LIST,
-            source=DataSource.LIST_BROKER,
-            legal_basis=LegalBasis.LEGITIMATE_INTERESTS,
+        imported = registered(
+            subject,
+            "list-row-restore",
+            "marketing-platform",
+            DataCategory.PURCHASED_LIST,
+            basis=LegalBasis.LEGITIMATE_INTERESTS,
             purpose="sales-marketing",
+            source=DataSource.LIST_BROKER,
+            source_system="marketing",
+            event_id=f"ev-import-{subject}",
         )
         pipeline.publish(imported)
         # The same opt-out delivered again is recognised as already processed.

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import html
 import json
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from agents.downstream import Behaviour
 from agents.rights.deadlines import add_calendar_months, rights_request_due, uk_date
@@ -50,41 +48,28 @@ from schemas.base import (
 from schemas.commands import AckOutcome, Action, Command, CommandAck
 from schemas.events import (
     AccessRequested,
-    CallRecorded,
     ErasureRequested,
     Event,
     IdentityEvidenceReceived,
-    MarketingOptOutReceived,
     ObjectionReceived,
-    RecordRegistered,
     RestrictionLifted,
     RestrictionRequested,
 )
 from schemas.responses import RequestResponse, ResponseStatus
-from streams.settings import REPO_ROOT
-from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines, wait_for
-
-NOTICE = REPO_ROOT / "agents" / "policy" / "notice.yaml"
-DEMO = REPO_ROOT / "agents" / "policy" / "demo.yaml"
-EXTRA_MARKETING_SYSTEM = "sms-gateway"
-
-
-def with_second_marketing_system(source: Path, directory: Path) -> Path:
-    """``source`` plus a second marketing system, so "every marketing system" is two."""
-    doc = yaml.safe_load(source.read_text())
-    doc["systems"].append(
-        {
-            "id": EXTRA_MARKETING_SYSTEM,
-            "description": "SMS marketing gateway (test)",
-            "categories": ["marketing_profile"],
-            "region": "uk",
-            "safeguard": "none",
-            "marketing": True,
-        }
-    )
-    path = directory / f"{source.stem}-plus-sms.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+from tests.integration.events import call_recorded, desk_request, opted_out, registered
+from tests.integration.pipeline import (
+    DEMO_POLICY,
+    EXTRA_MARKETING_SYSTEM,
+    NOTICE_POLICY,
+    Pipeline,
+    answering_pipelines,
+    pipelines,
+    run_desk,
+    subject_commands,
+    wait_decided,
+    wait_for,
+    with_second_marketing_system,
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,41 +77,11 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     """One worker on the notice policy (plus a second marketing system), every
     downstream system answering."""
     workdir = tmp_path_factory.mktemp("rights-e2e")
-    policy = with_second_marketing_system(NOTICE, workdir)
-    for p in pipelines(kafka_bootstrap, workdir, policy_path=policy):
-        p.start()
-        for system in p.policy.systems:
-            p.run_downstream(system.id)
-        yield p
+    policy = with_second_marketing_system(NOTICE_POLICY, workdir)
+    yield from answering_pipelines(kafka_bootstrap, workdir, policy_path=policy)
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def registered(
-    subject: str,
-    record_id: str,
-    system: str,
-    category: DataCategory,
-    *,
-    when: datetime,
-    basis: LegalBasis = LegalBasis.CONTRACT,
-    purpose: str = "service-delivery",
-    source: DataSource = DataSource.SUBJECT,
-    source_system: str = "crm",
-) -> RecordRegistered:
-    return RecordRegistered(
-        event_id=f"ev-reg-{subject}-{record_id}",
-        subject_id=subject,
-        source_system=source_system,
-        event_time=when,
-        record_id=record_id,
-        system=system,
-        category=category,
-        source=source,
-        legal_basis=basis,
-        purpose=purpose,
-    )
 
 
 def evidence(
@@ -138,12 +93,12 @@ def evidence(
     when: datetime,
     issued_on: Any = None,
 ) -> IdentityEvidenceReceived:
-    return IdentityEvidenceReceived(
+    return desk_request(
+        IdentityEvidenceReceived,
+        subject,
+        request_id,
         event_id=f"ev-{evidence_id}",
-        subject_id=subject,
-        source_system="privacy-desk",
-        event_time=when,
-        request_id=request_id,
+        when=when,
         evidence_id=evidence_id,
         document_type=document_type,
         issued_on=issued_on,
@@ -156,11 +111,7 @@ def commands_for(
     """The subject's commands on the given systems' topics (all systems by default)."""
     out: list[Command] = []
     for system in systems or [s.id for s in pipeline.policy.systems]:
-        out += [
-            c
-            for c in pipeline.models(pipeline.names.command(system), Command)
-            if c.subject_id == subject
-        ]
+        out += subject_commands(pipeline, system, subject)
     return out
 
 
@@ -228,24 +179,7 @@ def wait_commands(
 
 
 def wait_registered(pipeline: Pipeline, events: list[Any]) -> None:
-    wanted = {e.event_id for e in events}
-    pipeline.wait_for_models(
-        pipeline.names.audit,
-        AuditEvent,
-        lambda es: wanted <= {i for e in es for i in e.event_ids_in},
-        what="records registered",
-    )
-
-
-def run_desk(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(LIFECYCLE), "desk", *args],
-        env=pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    wait_decided(pipeline, events, "records registered")
 
 
 # -- N9/N11/N12: access ---------------------------------------------------------
@@ -285,15 +219,7 @@ def test_access_request_waits_for_identity_then_exports_and_answers_with_the_rep
         pipeline.publish(event)
     wait_registered(pipeline, records)
 
-    pipeline.publish(
-        AccessRequested(
-            event_id="ev-access-1",
-            subject_id=subject,
-            source_system="privacy-desk",
-            event_time=datetime.now(UTC),
-            request_id=request_id,
-        )
-    )
+    pipeline.publish(desk_request(AccessRequested, subject, request_id, event_id="ev-access-1"))
     (first,) = wait_response(pipeline, request_id, "awaiting identity", lambda rs: rs)
     assert first.status is ResponseStatus.AWAITING_IDENTITY
     assert first.request_type is RequestType.ACCESS
@@ -466,13 +392,7 @@ def test_erasure_whose_identity_evidence_arrived_first_is_still_carried_out(
     pipeline.publish(
         evidence(subject, request_id, "passport-e1", DocumentType.PASSPORT, when=datetime.now(UTC))
     )
-    erasure = ErasureRequested(
-        event_id="ev-erase-ev",
-        subject_id=subject,
-        source_system="privacy-desk",
-        event_time=datetime.now(UTC),
-        request_id=request_id,
-    )
+    erasure = desk_request(ErasureRequested, subject, request_id, event_id="ev-erase-ev")
     pipeline.publish(erasure)
     audit = pipeline.wait_for_models(
         pipeline.names.audit,
@@ -525,12 +445,11 @@ def test_restriction_restricts_holding_systems_allows_only_storage_actions_then_
     assert commands_for(pipeline, subject) == []
 
     pipeline.publish(
-        RestrictionRequested(
+        desk_request(
+            RestrictionRequested,
+            subject,
+            request_id,
             event_id="ev-restrict-1",
-            subject_id=subject,
-            source_system="privacy-desk",
-            event_time=datetime.now(UTC),
-            request_id=request_id,
             reason="accuracy contested",
         )
     )
@@ -567,21 +486,13 @@ def test_restriction_restricts_holding_systems_allows_only_storage_actions_then_
             when=datetime.now(UTC),
             source_system="billing",
         ),
-        CallRecorded(
+        call_recorded(
+            subject,
+            "rec-restrict-1",
             event_id="ev-rec-restrict",
-            subject_id=subject,
-            source_system="telephony",
-            event_time=datetime.now(UTC) - timedelta(days=31),
-            recording_id="rec-restrict-1",
-            system="call-recorder",
+            when=datetime.now(UTC) - timedelta(days=31),
         ),
-        MarketingOptOutReceived(
-            event_id="ev-optout-restrict",
-            subject_id=subject,
-            source_system="marketing",
-            event_time=datetime.now(UTC),
-            channels=[Channel.EMAIL],
-        ),
+        opted_out(subject, [Channel.EMAIL], event_id="ev-optout-restrict"),
     ]
     for change in during:
         pipeline.publish(change)
@@ -615,15 +526,7 @@ def test_restriction_restricts_holding_systems_allows_only_storage_actions_then_
     assert "deletion-while-restricted" in decisions
     assert "processing-while-restricted" not in decisions
 
-    pipeline.publish(
-        RestrictionLifted(
-            event_id="ev-lift-1",
-            subject_id=subject,
-            source_system="privacy-desk",
-            event_time=datetime.now(UTC),
-            request_id=request_id,
-        )
-    )
+    pipeline.publish(desk_request(RestrictionLifted, subject, request_id, event_id="ev-lift-1"))
     (lifted,) = wait_audit(pipeline, request_id, "restriction-lifted")
     assert lifted.details["still-restricted"] == "false"
     after = wait_commands(
@@ -663,12 +566,11 @@ def test_objection_to_direct_marketing_suppresses_every_marketing_system_at_once
     )
     pipeline.publish(record)
     wait_registered(pipeline, [record])
-    objection = ObjectionReceived(
+    objection = desk_request(
+        ObjectionReceived,
+        subject,
+        request_id,
         event_id="ev-object-1",
-        subject_id=subject,
-        source_system="privacy-desk",
-        event_time=datetime.now(UTC),
-        request_id=request_id,
         kind=ObjectionKind.DIRECT_MARKETING,
     )
     pipeline.publish(objection)
@@ -713,7 +615,7 @@ def test_objection_to_direct_marketing_suppresses_every_marketing_system_at_once
 @pytest.fixture
 def demo_pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
     """A worker on the demo policy: rights requests are due 5 minutes after receipt."""
-    yield from pipelines(kafka_bootstrap, tmp_path, policy_path=DEMO)
+    yield from pipelines(kafka_bootstrap, tmp_path, policy_path=DEMO_POLICY)
 
 
 def open_by_bucket(pipeline: Pipeline, request_type: str) -> dict[str, float]:
@@ -743,13 +645,7 @@ def test_request_past_its_due_date_is_audited_overdue_counted_and_left_open(
     # Received (event time) 5 minutes and 2 seconds ago: due 2 seconds ago.
     received = now - timedelta(minutes=5, seconds=2)
     pipeline.publish(
-        ErasureRequested(
-            event_id="ev-erase-late",
-            subject_id=subject,
-            source_system="privacy-desk",
-            event_time=received,
-            request_id=request_id,
-        )
+        desk_request(ErasureRequested, subject, request_id, event_id="ev-erase-late", when=received)
     )
     (overdue,) = wait_audit(pipeline, request_id, "request-overdue")
     assert overdue.rule_id == ids.N13_DEADLINE

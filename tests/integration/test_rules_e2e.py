@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from agents.rules.policy import RuleKind
 from schemas.audit import AuditEvent
@@ -25,82 +23,30 @@ from schemas.events import (
     ContractStarted,
     ErasureRequested,
     LegalHoldPlaced,
-    MarketingOptOutReceived,
-    RecordRegistered,
 )
 from schemas.responses import RequestResponse, ResponseStatus
-from streams.settings import REPO_ROOT
-from tests.integration.pipeline import Pipeline, pipelines, wait_for
-
-EXTRA_MARKETING_SYSTEM = "sms-gateway"
-
-
-def notice_plus_second_marketing_system(directory: Path) -> Path:
-    doc = yaml.safe_load((REPO_ROOT / "agents" / "policy" / "notice.yaml").read_text())
-    doc["systems"].append(
-        {
-            "id": EXTRA_MARKETING_SYSTEM,
-            "description": "SMS marketing gateway (test)",
-            "categories": ["marketing_profile"],
-            "region": "uk",
-            "safeguard": "none",
-            "marketing": True,
-        }
-    )
-    path = directory / "policy.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+from tests.integration.events import desk_request, opted_out, registered
+from tests.integration.pipeline import (
+    EXTRA_MARKETING_SYSTEM,
+    NOTICE_POLICY,
+    Pipeline,
+    answering_pipelines,
+    subject_commands,
+    wait_decided,
+    wait_for,
+    wait_subject_commands,
+    with_second_marketing_system,
+)
 
 
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     workdir = tmp_path_factory.mktemp("rules-e2e")
-    for p in pipelines(
-        kafka_bootstrap, workdir, policy_path=notice_plus_second_marketing_system(workdir)
-    ):
-        p.start()
-        for system in p.policy.systems:
-            p.run_downstream(system.id)
-        yield p
+    policy = with_second_marketing_system(NOTICE_POLICY, workdir)
+    yield from answering_pipelines(kafka_bootstrap, workdir, policy_path=policy)
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def registered(
-    subject: str,
-    record_id: str,
-    system: str,
-    category: DataCategory,
-    *,
-    when: datetime,
-    basis: LegalBasis = LegalBasis.CONTRACT,
-    purpose: str = "service-delivery",
-    source: DataSource = DataSource.SUBJECT,
-    contract_id: str | None = None,
-    source_system: str = "crm",
-) -> RecordRegistered:
-    return RecordRegistered(
-        event_id=f"ev-reg-{subject}-{record_id}",
-        subject_id=subject,
-        source_system=source_system,
-        event_time=when,
-        record_id=record_id,
-        system=system,
-        category=category,
-        source=source,
-        legal_basis=basis,
-        purpose=purpose,
-        contract_id=contract_id,
-    )
-
-
-def commands_for(pipeline: Pipeline, system: str, subject: str) -> list[Command]:
-    return [
-        c
-        for c in pipeline.models(pipeline.names.command(system), Command)
-        if c.subject_id == subject
-    ]
 
 
 def audit_with(pipeline: Pipeline, **fields: Any) -> list[AuditEvent]:
@@ -209,8 +155,8 @@ def test_n6_contract_end_deletes_unneeded_data_now_and_legal_obligation_data_aft
         ),
     )
     # During the contract nothing is due.
-    assert commands_for(pipeline, "billing-db", subject) == []
-    assert commands_for(pipeline, "crm", subject) == []
+    assert subject_commands(pipeline, "billing-db", subject) == []
+    assert subject_commands(pipeline, "crm", subject) == []
 
     pipeline.publish(
         ContractEnded(
@@ -252,7 +198,7 @@ def test_n6_contract_end_deletes_unneeded_data_now_and_legal_obligation_data_aft
     # No other system was told anything about this subject.
     for system in pipeline.policy.systems:
         if system.id not in ("crm", "billing-db"):
-            assert commands_for(pipeline, system.id, subject) == []
+            assert subject_commands(pipeline, system.id, subject) == []
 
     # Both acknowledged by the downstream stores, and the audit trail closes both.
     ids = {crm_delete.command_id, billing_delete.command_id}
@@ -278,24 +224,12 @@ def test_n1_opt_out_suppresses_every_marketing_system_and_a_list_import_never_re
     subject = "cust-n1"
     marketing = sorted(s.id for s in pipeline.policy.marketing_systems)
     assert marketing == ["marketing-platform", EXTRA_MARKETING_SYSTEM]
-    opt_out = MarketingOptOutReceived(
-        event_id="ev-n1-optout",
-        subject_id=subject,
-        source_system="marketing",
-        event_time=datetime.now(UTC),
-        channels=[Channel.EMAIL],
-    )
+    opt_out = opted_out(subject, [Channel.EMAIL], event_id="ev-n1-optout")
     pipeline.publish(opt_out)
 
     first: dict[str, Command] = {}
     for system in marketing:
-        cmds = pipeline.wait_for_models(
-            pipeline.names.command(system),
-            Command,
-            lambda cs: any(c.subject_id == subject for c in cs),
-            what=f"suppression on {system}",
-        )
-        (command,) = [c for c in cmds if c.subject_id == subject]
+        (command,) = wait_subject_commands(pipeline, system, subject, f"suppression on {system}")
         assert command.action is Action.SUPPRESS_MARKETING
         assert command.rule_id == "N1.opt-out"
         assert command.request_id == opt_out.event_id
@@ -351,14 +285,14 @@ def test_n1_opt_out_suppresses_every_marketing_system_and_a_list_import_never_re
     for system in marketing:
         wait_for(
             lambda s=system: any(
-                c.rule_id == "N1.re-add-suppressed" for c in commands_for(pipeline, s, subject)
+                c.rule_id == "N1.re-add-suppressed" for c in subject_commands(pipeline, s, subject)
             ),
             60,
             f"re-add suppression on {system}",
         )
         cmds = [
             c
-            for c in commands_for(pipeline, system, subject)
+            for c in subject_commands(pipeline, system, subject)
             if c.rule_id == "N1.re-add-suppressed"
         ]
         assert len({c.command_id for c in cmds}) == 1, system
@@ -446,22 +380,9 @@ def test_erasure_deletes_what_it_may_and_says_why_the_rest_is_kept(pipeline: Pip
         record_ids=["visit-er"],
     )
     pipeline.publish(hold)
-    wait_audit(
-        pipeline,
-        "records registered and hold placed",
-        lambda es: (
-            {r.event_id for r in records} | {hold.event_id}
-            <= {i for e in es for i in e.event_ids_in}
-        ),
-    )
+    wait_decided(pipeline, [*records, hold], "records registered and hold placed")
 
-    request = ErasureRequested(
-        event_id="ev-er-request",
-        subject_id=subject,
-        source_system="privacy-desk",
-        event_time=datetime.now(UTC),
-        request_id="req-erase-1",
-    )
+    request = desk_request(ErasureRequested, subject, "req-erase-1", event_id="ev-er-request")
     pipeline.publish(request)
 
     responses = pipeline.wait_for_models(
@@ -492,7 +413,7 @@ def test_erasure_deletes_what_it_may_and_says_why_the_rest_is_kept(pipeline: Pip
     # DELETE only for what may go, each to its own system, under the request.
     deletes: dict[str, Command] = {}
     for system in ("crm", "marketing-platform"):
-        (command,) = commands_for(pipeline, system, subject)
+        (command,) = subject_commands(pipeline, system, subject)
         assert command.action is Action.DELETE
         assert command.rule_id == "N9.erasure"
         assert command.request_id == request.request_id
@@ -500,7 +421,7 @@ def test_erasure_deletes_what_it_may_and_says_why_the_rest_is_kept(pipeline: Pip
     assert deletes["crm"].record_ids == ["mail-er"]
     assert deletes["marketing-platform"].record_ids == ["profile-er"]
     for system in ("billing-db", "web-analytics"):
-        assert commands_for(pipeline, system, subject) == []
+        assert subject_commands(pipeline, system, subject) == []
     # The final answer came only after every DELETE was acknowledged.
     done = {a.command_id: a for a in pipeline.models(pipeline.names.acks, CommandAck)}
     assert all(done[c.command_id].outcome is AckOutcome.DONE for c in deletes.values())

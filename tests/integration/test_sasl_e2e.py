@@ -19,8 +19,8 @@ from confluent_kafka.admin import AdminClient
 
 from schemas.audit import AuditEvent
 from schemas.commands import Action, Command
-from schemas.events import CallRecorded
 from streams.broker.launcher import LocalKafka
+from tests.integration.events import call_recorded
 from tests.integration.pipeline import Pipeline, pipelines, wait_for
 
 ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex
@@ -68,13 +68,8 @@ def test_event_flows_end_to_end_over_sasl_scram(pipeline: Pipeline, sasl_kafka: 
     pipeline.start()
     pipeline.run_downstream("call-recorder")
     due = datetime.now(UTC) + timedelta(seconds=3)
-    event = CallRecorded(
-        event_id="ev-sasl-1",
-        subject_id="cust-sasl",
-        source_system="telephony",
-        event_time=due - timedelta(days=30),
-        recording_id="rec-sasl-1",
-        system="call-recorder",
+    event = call_recorded(
+        "cust-sasl", "rec-sasl-1", event_id="ev-sasl-1", when=due - timedelta(days=30)
     )
     pipeline.publish(event)
 

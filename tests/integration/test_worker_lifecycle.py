@@ -15,6 +15,7 @@ from schemas.audit import AuditEvent
 from schemas.commands import Action, Command
 from schemas.deadletter import DeadLetter, ReasonClass
 from schemas.events import CallRecorded, LegalHoldPlaced, LegalHoldReleased
+from tests.integration.events import call_recorded
 from tests.integration.pipeline import Pipeline, pipelines, wait_for
 
 
@@ -24,13 +25,8 @@ def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
 
 
 def recording(subject: str, recorded_at: datetime, n: int = 1) -> CallRecorded:
-    return CallRecorded(
-        event_id=f"ev-{subject}-{n}",
-        subject_id=subject,
-        source_system="telephony",
-        event_time=recorded_at,
-        recording_id=f"rec-{subject}-{n}",
-        system="call-recorder",
+    return call_recorded(
+        subject, f"rec-{subject}-{n}", event_id=f"ev-{subject}-{n}", when=recorded_at
     )
 
 

@@ -14,16 +14,15 @@ from agents.desk_cli import desk_group
 from agents.rules.policy import load_policy
 from agents.rules.state import SubjectState
 from agents.rules.testing import Harness
-from schemas.base import DataCategory, DataSource, DocumentType, LegalBasis
+from schemas.base import DataCategory, DocumentType, LegalBasis
 from schemas.events import (
     AccessRequested,
     ComplaintReceived,
     ErasureRequested,
-    IdentityEvidenceReceived,
-    RecordRegistered,
     RequestRefused,
 )
 from schemas.responses import RequestResponse, ResponseStatus
+from tests.unit.builders import identity_evidence, register
 
 NOTICE = load_policy(Path(agents.__file__).parent / "policy" / "notice.yaml")
 T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
@@ -31,16 +30,13 @@ T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
 
 def _subject(subject_id: str, *, erasure: bool = True, access: bool = False) -> Harness:
     h = Harness(NOTICE, T0, subject_id=subject_id)
-    h.send(
-        h.event(
-            RecordRegistered,
-            record_id="form-1",
-            system="crm",
-            category=DataCategory.FORMS_SURVEYS,
-            source=DataSource.SUBJECT,
-            legal_basis=LegalBasis.LEGITIMATE_INTERESTS,
-            purpose="sales-enquiries",
-        )
+    register(
+        h,
+        "form-1",
+        "crm",
+        DataCategory.FORMS_SURVEYS,
+        "sales-enquiries",
+        basis=LegalBasis.LEGITIMATE_INTERESTS,
     )
     if erasure:
         h.send(h.event(ErasureRequested, request_id=f"{subject_id}-erase"))
@@ -75,14 +71,7 @@ def test_open_requests_by_due_date(now: datetime, overdue_only: bool, expected: 
 def test_open_requests_skip_closed_and_placeholders() -> None:
     h = _subject("a")
     h.send(h.event(RequestRefused, request_id="a-erase", reason="unfounded"))
-    h.send(
-        h.event(
-            IdentityEvidenceReceived,
-            request_id="later",
-            evidence_id="e1",
-            document_type=DocumentType.PASSPORT,
-        )
-    )
+    identity_evidence(h, "e1", DocumentType.PASSPORT, req="later")
     assert desk.open_requests([_state(h)], T0) == []
 
 
@@ -139,14 +128,7 @@ def _responses(h: Harness) -> list[RequestResponse]:
 def _verified_access(h: Harness, request_id: str) -> None:
     h.send(h.event(AccessRequested, request_id=request_id))
     for evidence_id, kind in (("p", DocumentType.PASSPORT), ("b", DocumentType.BIRTH_CERTIFICATE)):
-        h.send(
-            h.event(
-                IdentityEvidenceReceived,
-                request_id=request_id,
-                evidence_id=evidence_id,
-                document_type=kind,
-            )
-        )
+        identity_evidence(h, evidence_id, kind, req=request_id)
     for command in list(h.decisions[-1].commands):
         h.ack(command)
 

@@ -33,10 +33,8 @@ from schemas.events import (
     ContractEnded,
     ContractStarted,
     ErasureRequested,
-    IdentityEvidenceReceived,
     ObjectionReceived,
     PortabilityRequested,
-    RecordRegistered,
     RectificationRequested,
     RequestExtended,
     RequestRefused,
@@ -44,6 +42,7 @@ from schemas.events import (
     RestrictionRequested,
 )
 from schemas.responses import RequestResponse, ResponseStatus
+from tests.unit.builders import identity_evidence, register
 
 POLICIES = Path(agents.__file__).parent / "policy"
 NOTICE = load_policy(POLICIES / "notice.yaml")
@@ -56,48 +55,9 @@ def _end_of_uk_day(day: date, *, bst: bool) -> datetime:
     return datetime(day.year, day.month, day.day, hour, 59, 59, 999_000, tzinfo=UTC)
 
 
-def _register(
-    h: Harness,
-    record_id: str,
-    system: str,
-    category: DataCategory,
-    purpose: str = "service-delivery",
-    *,
-    basis: LegalBasis = LegalBasis.CONTRACT,
-    source: DataSource = DataSource.SUBJECT,
-    **kw: Any,
-) -> None:
-    h.send(
-        h.event(
-            RecordRegistered,
-            record_id=record_id,
-            system=system,
-            category=category,
-            source=source,
-            legal_basis=basis,
-            purpose=purpose,
-            **kw,
-        )
-    )
-
-
-def _evidence(
-    h: Harness, evidence_id: str, kind: DocumentType, issued: date | None = None, req: str = "r-1"
-) -> Decision:
-    return h.send(
-        h.event(
-            IdentityEvidenceReceived,
-            request_id=req,
-            evidence_id=evidence_id,
-            document_type=kind,
-            issued_on=issued,
-        )
-    )
-
-
 def _customer(h: Harness) -> None:
     h.send(h.event(ContractStarted, contract_id="ct-1"))
-    _register(
+    register(
         h,
         "inv-1",
         "billing-db",
@@ -107,7 +67,7 @@ def _customer(h: Harness) -> None:
         contract_id="ct-1",
         fields=["email", "address"],
     )
-    _register(
+    register(
         h,
         "tx-1",
         "intl-numbers-processor",
@@ -115,7 +75,7 @@ def _customer(h: Harness) -> None:
         contract_id="ct-1",
         source=DataSource.SUPPLIER,
     )
-    _register(
+    register(
         h,
         "form-1",
         "crm",
@@ -124,7 +84,7 @@ def _customer(h: Harness) -> None:
         basis=LegalBasis.LEGITIMATE_INTERESTS,
         fields=["email", "phone"],
     )
-    _register(
+    register(
         h,
         "mkt-1",
         "marketing-platform",
@@ -167,7 +127,7 @@ def _ack_all(h: Harness, commands: list[Command], **kw: Any) -> Decision:
 )
 def test_rights_request_due_date_is_a_uk_calendar_month(received: datetime, due: datetime) -> None:
     h = Harness(NOTICE, received)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     response = _only(h.send(h.event(ErasureRequested, request_id="r-1")))
     assert response.due_at == due
 
@@ -204,7 +164,7 @@ def test_due_soon_and_overdue_audits_leave_request_open(
     offset: timedelta, decisions: list[str]
 ) -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS, fields=["email"])
+    register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS, fields=["email"])
     h.send(h.event(RectificationRequested, request_id="r-1", corrections={"email": "x"}))
     h.clock.set(T0 + offset)
     d = h.tick()
@@ -261,10 +221,10 @@ def test_access_waits_for_identity(
     rejected: int,
 ) -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     d = h.send(h.event(AccessRequested, request_id="r-1"))
     for evidence_id, kind, issued in evidence:
-        d = _evidence(h, evidence_id, kind, issued)
+        d = identity_evidence(h, evidence_id, kind, issued)
     assert h.state is not None
     request = h.state.requests["r-1"]
     if verified:
@@ -284,18 +244,18 @@ def test_access_waits_for_identity(
 @pytest.mark.parametrize("evidence_first", [True, False])
 def test_clock_starts_when_identity_is_verified(evidence_first: bool) -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     if evidence_first:
-        _evidence(h, "e1", DocumentType.PASSPORT)
+        identity_evidence(h, "e1", DocumentType.PASSPORT)
         h.clock.advance(timedelta(days=3))
         d = h.send(h.event(AccessRequested, request_id="r-1"))
         h.clock.advance(timedelta(days=7))
-        d = _evidence(h, "e2", DocumentType.BIRTH_CERTIFICATE)
+        d = identity_evidence(h, "e2", DocumentType.BIRTH_CERTIFICATE)
     else:
         h.send(h.event(AccessRequested, request_id="r-1"))
         h.clock.advance(timedelta(days=10))
-        _evidence(h, "e1", DocumentType.PASSPORT)
-        d = _evidence(h, "e2", DocumentType.BIRTH_CERTIFICATE)
+        identity_evidence(h, "e1", DocumentType.PASSPORT)
+        d = identity_evidence(h, "e2", DocumentType.BIRTH_CERTIFICATE)
     # Verified on Thu 14 Mar 2024 -> due Mon 15 Apr (14 Apr is a Sunday).
     assert d.responses[-1].status is ResponseStatus.IN_PROGRESS
     assert d.responses[-1].due_at == _end_of_uk_day(date(2024, 4, 15), bst=True)
@@ -304,7 +264,7 @@ def test_clock_starts_when_identity_is_verified(evidence_first: bool) -> None:
 
 def test_unclaimed_evidence_is_discarded_and_identity_chased() -> None:
     h = Harness(NOTICE, T0)
-    _evidence(h, "e1", DocumentType.PASSPORT, req="orphan")
+    identity_evidence(h, "e1", DocumentType.PASSPORT, req="orphan")
     h.send(h.event(AccessRequested, request_id="r-1"))
     h.clock.set(T0 + timedelta(days=40))
     d = h.tick()
@@ -318,8 +278,8 @@ def test_unclaimed_evidence_is_discarded_and_identity_chased() -> None:
 
 
 def _verify(h: Harness, req: str = "r-1") -> Decision:
-    _evidence(h, f"{req}-p", DocumentType.PASSPORT, req=req)
-    return _evidence(h, f"{req}-b", DocumentType.BIRTH_CERTIFICATE, req=req)
+    identity_evidence(h, f"{req}-p", DocumentType.PASSPORT, req=req)
+    return identity_evidence(h, f"{req}-b", DocumentType.BIRTH_CERTIFICATE, req=req)
 
 
 # -- N11 access ----------------------------------------------------------------------------
@@ -370,7 +330,7 @@ def test_access_end_to_end_builds_the_report() -> None:
 
 def test_access_with_failing_export_ends_visibly_failed() -> None:
     h = Harness(DEMO, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     h.send(h.event(AccessRequested, request_id="r-1"))
     [export] = _verify(h).commands
     d = h.ack(export, AckOutcome.FAILED)
@@ -406,8 +366,8 @@ def _exported(record_id: str, provided: bool, value: str = "a@example.com") -> E
 @pytest.mark.parametrize(("value_size", "too_large"), [(10, False), (900, True)])
 def test_portability_exports_what_the_subject_provided(value_size: int, too_large: bool) -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
-    _register(
+    register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(
         h,
         "pub-1",
         "crm",
@@ -488,7 +448,7 @@ def test_restriction_then_lift() -> None:
     assert h.state.restricted
     assert _ack_all(h, d.commands).responses[-1].status is ResponseStatus.COMPLETED
     # A record registered while restricted is restricted too.
-    _register(
+    register(
         h,
         "corr-1",
         "crm",
@@ -516,7 +476,7 @@ def test_nothing_but_storage_and_requested_actions_go_out_while_restricted() -> 
     _customer(h)
     h.send(h.event(RestrictionRequested, request_id="r-1", reason="accuracy contested"))
     h.send(h.event(ConsentGiven, purpose="website-analytics"))
-    _register(
+    register(
         h,
         "web-1",
         "web-analytics",
@@ -547,9 +507,9 @@ def test_nothing_but_storage_and_requested_actions_go_out_while_restricted() -> 
 )
 def test_objection_to_profiling(with_marketing_record: bool, systems: list[str]) -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     if with_marketing_record:
-        _register(
+        register(
             h,
             "mkt-1",
             "marketing-platform",
@@ -579,7 +539,7 @@ def test_objection_to_direct_marketing_still_suppresses() -> None:
 def test_consent_withdrawal_stops_only_consent_based_processing() -> None:
     h = Harness(NOTICE, T0)
     h.send(h.event(ConsentGiven, purpose="website-analytics"))
-    _register(
+    register(
         h,
         "web-1",
         "web-analytics",
@@ -588,7 +548,7 @@ def test_consent_withdrawal_stops_only_consent_based_processing() -> None:
         basis=LegalBasis.CONSENT,
         source=DataSource.OBSERVED,
     )
-    _register(
+    register(
         h,
         "web-2",
         "web-analytics",
@@ -597,7 +557,7 @@ def test_consent_withdrawal_stops_only_consent_based_processing() -> None:
         basis=LegalBasis.LEGITIMATE_INTERESTS,
         source=DataSource.OBSERVED,
     )
-    _register(
+    register(
         h,
         "dw-1",
         "data-warehouse",
@@ -645,7 +605,7 @@ def test_consent_given_is_recorded(purpose: str, audits: list[str]) -> None:
 )
 def test_extension(months_each: list[int], at: timedelta, outcomes: list[str], due: date) -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS)
+    register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS)
     h.send(h.event(ErasureRequested, request_id="r-2"))
     h.clock.set(T0 + at)
     seen: list[str] = []
@@ -663,7 +623,7 @@ def test_refusal_gives_reason_and_route_to_ico(gated: bool) -> None:
     if gated:
         h.send(h.event(AccessRequested, request_id="r-1"))
     else:
-        _register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS)
+        register(h, "form-1", "crm", DataCategory.FORMS_SURVEYS)
         h.send(h.event(ErasureRequested, request_id="r-1"))
     d = h.send(h.event(RequestRefused, request_id="r-1", reason="Manifestly unfounded"))
     response = _only(d)
@@ -693,7 +653,7 @@ def test_lift_before_restrict_is_acknowledged_withdraws_it() -> None:
     # A RESTRICT still unacknowledged at the lift is never re-sent afterwards,
     # and its late ack does not answer "restricted".
     h = Harness(NOTICE, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     d = h.send(h.event(RestrictionRequested, request_id="req-r", reason="accuracy contested"))
     [restrict] = [c for c in d.commands if c.action is Action.RESTRICT]
     lifted = h.send(h.event(RestrictionLifted, request_id="req-r"))

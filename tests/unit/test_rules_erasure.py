@@ -2,25 +2,23 @@
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import agents
 from agents.rules.policy import load_policy
 from agents.rules.testing import Harness
-from schemas.base import DataCategory, DataSource, DocumentType, LegalBasis, RequestType
+from schemas.base import DataCategory, DocumentType, RequestType
 from schemas.commands import AckOutcome, Action
 from schemas.events import (
     CallRecorded,
     ContractEnded,
     ContractStarted,
     ErasureRequested,
-    IdentityEvidenceReceived,
     LegalHoldPlaced,
-    RecordRegistered,
 )
 from schemas.responses import ResponseStatus
+from tests.unit.builders import identity_evidence, register
 
 NOTICE = load_policy(Path(agents.__file__).parent / "policy" / "notice.yaml")
 DEMO = load_policy(Path(agents.__file__).parent / "policy" / "demo.yaml")
@@ -28,39 +26,17 @@ T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 ICO = "Wycliffe House"
 
 
-def _register(
-    h: Harness,
-    record_id: str,
-    system: str,
-    category: DataCategory,
-    purpose: str = "service-delivery",
-    **kw: Any,
-) -> None:
-    h.send(
-        h.event(
-            RecordRegistered,
-            record_id=record_id,
-            system=system,
-            category=category,
-            source=DataSource.SUBJECT,
-            legal_basis=LegalBasis.CONTRACT,
-            purpose=purpose,
-            **kw,
-        )
-    )
-
-
 def _former_customer(h: Harness) -> None:
     """Contract ended; billing kept for 7 years, a recording and CRM data still held."""
     h.send(h.event(ContractStarted, contract_id="ct-1"))
-    _register(
+    register(
         h, "inv-1", "billing-db", DataCategory.BILLING, "billing-accounting", contract_id="ct-1"
     )
-    _register(h, "tx-1", "intl-numbers-processor", DataCategory.TRANSACTIONS, contract_id="ct-1")
+    register(h, "tx-1", "intl-numbers-processor", DataCategory.TRANSACTIONS, contract_id="ct-1")
     h.clock.advance(timedelta(days=100))
     h.send(h.event(ContractEnded, contract_id="ct-1"))
     h.clock.advance(timedelta(days=1))  # a new enquiry after the contract ended
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     h.send(h.event(CallRecorded, recording_id="rec-1", system="call-recorder"))
 
 
@@ -102,7 +78,7 @@ def test_partial_refusal_keeps_legal_obligation_data_with_reason() -> None:
 def test_refused_when_nothing_can_go() -> None:
     h = Harness(NOTICE, T0)
     h.send(h.event(ContractStarted, contract_id="ct-1"))
-    _register(h, "inv-1", "billing-db", DataCategory.BILLING, contract_id="ct-1")
+    register(h, "inv-1", "billing-db", DataCategory.BILLING, contract_id="ct-1")
     d = h.send(h.event(ErasureRequested, request_id="req-1"))
     assert d.commands == []
     [response] = d.responses
@@ -124,8 +100,8 @@ def test_completed_at_once_when_nothing_is_held() -> None:
 
 def test_completed_when_everything_goes() -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
-    _register(h, "web-1", "web-analytics", DataCategory.WEBSITE_VISITS, "website-analytics")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "web-1", "web-analytics", DataCategory.WEBSITE_VISITS, "website-analytics")
     d = h.send(h.event(ErasureRequested, request_id="req-1"))
     assert {c.target_system for c in d.commands} == {"crm", "web-analytics"}  # N5 processor
     for cmd in d.commands[:-1]:
@@ -158,7 +134,7 @@ def test_legal_hold_keeps_record_with_hold_reason() -> None:
 
 def test_failed_deletion_makes_request_visibly_failed_then_recovers() -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     [cmd] = h.send(h.event(ErasureRequested, request_id="req-1")).commands
     failed = None
     for _ in range(NOTICE.commands.escalate_after_attempts):
@@ -199,7 +175,7 @@ def test_erasure_waits_for_deletion_already_in_flight() -> None:
 @pytest.mark.parametrize("same_event", [True, False])
 def test_repeated_request_issues_nothing_new(same_event: bool) -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     event = h.event(ErasureRequested, request_id="req-1")
     h.send(event)
     again = event if same_event else h.event(ErasureRequested, request_id="req-1")
@@ -221,7 +197,7 @@ def test_repeated_request_issues_nothing_new(same_event: bool) -> None:
 )
 def test_request_deadline_warnings(offset: timedelta, decisions: list[str]) -> None:
     h = Harness(NOTICE, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
     h.send(h.event(ErasureRequested, request_id="req-1"))
     h.clock.set(T0 + offset)
     d = h.tick()
@@ -230,8 +206,8 @@ def test_request_deadline_warnings(offset: timedelta, decisions: list[str]) -> N
 
 def test_processor_mode_records_are_passed_to_their_controller() -> None:
     h = Harness(DEMO, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
-    _register(
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    register(
         h,
         "lead-2",
         "crm",
@@ -255,15 +231,8 @@ def test_processor_mode_records_are_passed_to_their_controller() -> None:
 def test_erasure_after_identity_evidence_under_the_same_id_is_carried_out() -> None:
     # Evidence that arrives first leaves a placeholder; the request is still new.
     h = Harness(NOTICE, T0)
-    _register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
-    h.send(
-        h.event(
-            IdentityEvidenceReceived,
-            request_id="req-1",
-            evidence_id="doc-1",
-            document_type=DocumentType.PASSPORT,
-        )
-    )
+    register(h, "lead-1", "crm", DataCategory.FORMS_SURVEYS, "sales-enquiries")
+    identity_evidence(h, "doc-1", DocumentType.PASSPORT, req="req-1")
     d = h.send(h.event(ErasureRequested, request_id="req-1"))
     assert [(c.action, c.record_ids) for c in d.commands] == [(Action.DELETE, ["lead-1"])]
     assert "duplicate-request" not in [a.decision for a in d.audit]

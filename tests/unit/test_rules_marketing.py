@@ -16,9 +16,9 @@ from schemas.events import (
     ErasureRequested,
     MarketingOptOutReceived,
     ObjectionReceived,
-    RecordRegistered,
 )
 from schemas.responses import ResponseStatus
+from tests.unit.builders import register
 
 NOTICE = load_policy(Path(agents.__file__).parent / "policy" / "notice.yaml")
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
@@ -27,17 +27,16 @@ T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 def _register(
     h: Harness, record_id: str, system: str, category: DataCategory, purpose: str, **kw: Any
 ) -> Any:
-    return h.send(
-        h.event(
-            RecordRegistered,
-            record_id=record_id,
-            system=system,
-            category=category,
-            source=DataSource.LIST_BROKER,
-            legal_basis=LegalBasis.LEGITIMATE_INTERESTS,
-            purpose=purpose,
-            **kw,
-        )
+    """A row from a bought list (legitimate interests)."""
+    return register(
+        h,
+        record_id,
+        system,
+        category,
+        purpose,
+        basis=LegalBasis.LEGITIMATE_INTERESTS,
+        source=DataSource.LIST_BROKER,
+        **kw,
     )
 
 

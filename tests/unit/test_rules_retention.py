@@ -10,7 +10,7 @@ import agents
 from agents.rules.policy import load_policy
 from agents.rules.state import RecordStatus
 from agents.rules.testing import Harness
-from schemas.base import DataCategory, DataSource, LegalBasis
+from schemas.base import DataCategory, LegalBasis
 from schemas.commands import AckOutcome, Action
 from schemas.events import (
     CallRecorded,
@@ -18,8 +18,8 @@ from schemas.events import (
     ContractStarted,
     LegalHoldPlaced,
     LegalHoldReleased,
-    RecordRegistered,
 )
+from tests.unit.builders import register
 
 POLICY_DIR = Path(agents.__file__).parent / "policy"
 NOTICE = load_policy(POLICY_DIR / "notice.yaml")
@@ -32,29 +32,6 @@ def _recording(h: Harness, rec: str = "rec-1", **kw: Any) -> None:
     h.send(
         h.event(
             CallRecorded, recording_id=rec, system="call-recorder", source_system="telephony", **kw
-        )
-    )
-
-
-def _record(
-    h: Harness,
-    record_id: str,
-    system: str,
-    category: DataCategory,
-    purpose: str,
-    basis: LegalBasis = LegalBasis.CONTRACT,
-    **kw: Any,
-) -> None:
-    h.send(
-        h.event(
-            RecordRegistered,
-            record_id=record_id,
-            system=system,
-            category=category,
-            source=DataSource.SUBJECT,
-            legal_basis=basis,
-            purpose=purpose,
-            **kw,
         )
     )
 
@@ -189,23 +166,25 @@ def test_release_of_unknown_hold_is_audited() -> None:
 
 def _customer(h: Harness) -> None:
     h.send(h.event(ContractStarted, contract_id="ct-1"))
-    _record(
+    register(
         h,
         "inv-1",
         "billing-db",
         DataCategory.BILLING,
         "billing-accounting",
-        LegalBasis.LEGAL_OBLIGATION,
+        basis=LegalBasis.LEGAL_OBLIGATION,
         contract_id="ct-1",
     )
-    _record(h, "mail-1", "crm", DataCategory.CORRESPONDENCE, "service-delivery", contract_id="ct-1")
-    _record(
+    register(
+        h, "mail-1", "crm", DataCategory.CORRESPONDENCE, "service-delivery", contract_id="ct-1"
+    )
+    register(
         h,
         "prof-1",
         "marketing-platform",
         DataCategory.MARKETING_PROFILE,
         "sales-marketing",
-        LegalBasis.LEGITIMATE_INTERESTS,
+        basis=LegalBasis.LEGITIMATE_INTERESTS,
     )
 
 
@@ -294,13 +273,13 @@ def test_n6_renewal_clears_due_and_next_end_recomputes() -> None:
 
 def test_contract_ended_before_started_stays_ended() -> None:
     h = Harness(NOTICE, T0)
-    _record(
+    register(
         h,
         "inv-1",
         "billing-db",
         DataCategory.BILLING,
         "billing-accounting",
-        LegalBasis.LEGAL_OBLIGATION,
+        basis=LegalBasis.LEGAL_OBLIGATION,
         contract_id="ct-1",
     )
     end = T0 + timedelta(days=1)
@@ -317,7 +296,9 @@ def test_contract_ended_before_started_stays_ended() -> None:
 
 def test_record_before_its_contract_uses_default_then_contract() -> None:
     h = Harness(NOTICE, T0)
-    _record(h, "mail-1", "crm", DataCategory.CORRESPONDENCE, "service-delivery", contract_id="ct-1")
+    register(
+        h, "mail-1", "crm", DataCategory.CORRESPONDENCE, "service-delivery", contract_id="ct-1"
+    )
     assert h.state is not None
     rec = h.state.records["crm/mail-1"]
     assert (rec.rule_id, rec.due_at) == ("N1.no-contract-default", T0.replace(year=2026))
@@ -355,30 +336,20 @@ def test_n2_controller_override(controller: str, due_after: timedelta) -> None:
 
 def test_default_retention_for_people_without_contract() -> None:
     h = Harness(NOTICE, T0)
-    _record(
+    register(
         h,
         "lead-1",
         "crm",
         DataCategory.FORMS_SURVEYS,
         "sales-enquiries",
-        LegalBasis.LEGITIMATE_INTERESTS,
+        basis=LegalBasis.LEGITIMATE_INTERESTS,
     )
     assert h.next_due() == datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 
 
 def test_unknown_system_is_refused_visibly() -> None:
     h = Harness(NOTICE, T0)
-    d = h.send(
-        h.event(
-            RecordRegistered,
-            record_id="x-1",
-            system="shadow-it",
-            category=DataCategory.CORRESPONDENCE,
-            source=DataSource.SUBJECT,
-            legal_basis=LegalBasis.CONTRACT,
-            purpose="service-delivery",
-        )
-    )
+    d = register(h, "x-1", "shadow-it", DataCategory.CORRESPONDENCE)
     assert [a.decision for a in d.audit] == ["unknown-system"]
     assert d.state is None
 
@@ -386,8 +357,8 @@ def test_unknown_system_is_refused_visibly() -> None:
 def test_n2_contracts_only_govern_their_own_controllers_records() -> None:
     h = Harness(DEMO, T0)
     h.send(h.event(ContractStarted, contract_id="ct-1"))
-    _record(h, "mail-1", "crm", DataCategory.CORRESPONDENCE, "service-delivery")
-    _record(
+    register(h, "mail-1", "crm", DataCategory.CORRESPONDENCE, "service-delivery")
+    register(
         h,
         "cli-1",
         "crm",

@@ -1,0 +1,52 @@
+"""Event builders for unit tests on a ``Harness``: send the event, return the decision."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from agents.rules.context import Decision
+from agents.rules.testing import Harness
+from schemas.base import DataCategory, DataSource, DocumentType, LegalBasis
+from schemas.events import IdentityEvidenceReceived, RecordRegistered
+
+
+def register(
+    h: Harness,
+    record_id: str,
+    system: str,
+    category: DataCategory,
+    purpose: str = "service-delivery",
+    *,
+    basis: LegalBasis = LegalBasis.CONTRACT,
+    source: DataSource = DataSource.SUBJECT,
+    **kw: Any,
+) -> Decision:
+    """``RecordRegistered`` for ``h``'s subject (contract data the subject gave, by default)."""
+    return h.send(
+        h.event(
+            RecordRegistered,
+            record_id=record_id,
+            system=system,
+            category=category,
+            source=source,
+            legal_basis=basis,
+            purpose=purpose,
+            **kw,
+        )
+    )
+
+
+def identity_evidence(
+    h: Harness, evidence_id: str, kind: DocumentType, issued: date | None = None, req: str = "r-1"
+) -> Decision:
+    """``IdentityEvidenceReceived`` under request ``req``."""
+    return h.send(
+        h.event(
+            IdentityEvidenceReceived,
+            request_id=req,
+            evidence_id=evidence_id,
+            document_type=kind,
+            issued_on=issued,
+        )
+    )
