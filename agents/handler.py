@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, MutableMapping
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from tenacity.wait import wait_base
@@ -67,6 +68,15 @@ class ChainHeads(Protocol):
     def advance(self, partition: int, head: ChainHead) -> None: ...
 
 
+EXIT_DELIVERY_FAILED = 75  # EX_TEMPFAIL: a supervisor should restart the worker
+
+
+def exit_for_replay(exc: Exception) -> NoReturn:
+    """Leave without running shutdown hooks, so no offset is committed."""
+    logging.shutdown()
+    os._exit(EXIT_DELIVERY_FAILED)
+
+
 def to_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
@@ -89,6 +99,7 @@ class Handler:
         chain: ChainHeads,
         send: Sender,
         registry_retry_wait: wait_base = REGISTRY_RETRY_WAIT,
+        on_delivery_failure: Callable[[Exception], NoReturn] = exit_for_replay,
     ) -> None:
         self.codec = codec
         self.policy = policy
@@ -102,6 +113,7 @@ class Handler:
         self.chain = chain
         self.send = send
         self.registry_retry_wait = registry_retry_wait
+        self.on_delivery_failure = on_delivery_failure
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
 
@@ -133,8 +145,24 @@ class Handler:
             await self._dead_letter(self._rejected(raw, message, exc, now))
             return
         self._observe_requests(state, decision.state)
-        await self._emit(decision, raw.partition, now)
+        try:
+            await self._emit(decision, raw.partition, now)
+        except Exception as exc:
+            self._fail_stop(exc)
         self._store(key, decision.state)
+
+    def _fail_stop(self, exc: Exception) -> NoReturn:
+        # Faust acks an event whose agent raised, and would then commit its
+        # offset: the event would be lost. Stopping the process at once means
+        # nothing is committed; the restarted worker replays the event, which is
+        # harmless (stable command ids, chain head re-read from the audit topic).
+        log.critical(
+            "could not deliver the outputs of a decision (%s); stopping the worker so "
+            "the event is replayed",
+            type(exc).__name__,
+        )
+        self.on_delivery_failure(exc)
+        raise AssertionError("on_delivery_failure must not return")
 
     async def _decode(self, raw: RawMessage, now: datetime) -> Decoded | DeadLetter:
         # An unreachable schema registry is not bad input: dead-lettering a good
@@ -181,10 +209,13 @@ class Handler:
 
     async def _dead_letter(self, dead: DeadLetter) -> None:
         log_dead_letter(dead, log)
-        sent = await self.send(
-            self.names.dead_letter, dead.original_key, self.codec.encode(dead), None
-        )
-        await sent
+        try:
+            sent = await self.send(
+                self.names.dead_letter, dead.original_key, self.codec.encode(dead), None
+            )
+            await sent
+        except Exception as exc:
+            self._fail_stop(exc)
 
     def _observe_requests(self, before: SubjectState | None, after: SubjectState | None) -> None:
         """Count requests that opened or reached a final status in this decision."""

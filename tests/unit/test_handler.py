@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -205,3 +205,28 @@ def test_unreachable_registry_is_retried_not_dead_lettered(
     run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
     assert world["sent"].on(NAMES.dead_letter) == []
     assert b"cust-1" in world["subjects"]
+
+
+class Stopped(Exception):
+    pass
+
+
+def test_failed_delivery_stops_before_state_is_written(world: dict[str, Any]) -> None:
+    handler: Handler = world["handler"]
+
+    async def failing(topic: str, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        async def never() -> None:
+            raise OSError("broker gone")
+
+        return never()
+
+    def stop(exc: Exception) -> NoReturn:
+        raise Stopped from exc
+
+    handler.send = failing
+    handler.on_delivery_failure = stop
+    with pytest.raises(Stopped):
+        run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
+    # Nothing written: the replayed event will be decided again from scratch.
+    assert world["subjects"] == {}
+    assert world["schedule_table"] == {}
