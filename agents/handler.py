@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
 
@@ -53,6 +54,15 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+@dataclass
+class _Batch:
+    """What a batch has decided so far: delivery futures, states to write."""
+
+    pending: list[Awaitable[Any]] = field(default_factory=list)
+    states: dict[bytes, SubjectState | None] = field(default_factory=dict)
+    writes: dict[bytes, tuple[Any, SubjectState | None]] = field(default_factory=dict)
 
 
 class Sender(Protocol):
@@ -125,10 +135,36 @@ class Handler:
         return INPUT_EVENTS
 
     async def handle(self, raw: RawMessage) -> None:
+        await self.handle_batch([(raw, None)])
+
+    async def handle_batch(
+        self,
+        items: Sequence[tuple[RawMessage, Any]],
+        in_event: Callable[[Any], AbstractContextManager[object]] = lambda _: nullcontext(),
+    ) -> None:
+        """Decide a batch in order, wait once for all its outputs, then write states.
+
+        One wait for the broker per batch instead of per message is what makes a
+        batch cheaper; the order of the guarantees is unchanged. Each item carries
+        an opaque token; ``in_event(token)`` is entered around that subject's table
+        write (Faust writes a table in the context of an event of the same partition).
+        """
+        batch = _Batch()
+        for raw, token in items:
+            await self._decide_one(raw, token, batch)
+        try:
+            await self._confirm(batch.pending)
+        except Exception as exc:
+            self._fail_stop(exc)
+        for key, (token, state) in batch.writes.items():
+            with in_event(token):
+                self._store(key, state)
+
+    async def _decide_one(self, raw: RawMessage, token: Any, batch: _Batch) -> None:
         now = self.clock.now()
         decoded = await self._decode(raw, now)
         if isinstance(decoded, DeadLetter):
-            await self._dead_letter(decoded)
+            await self._enqueue_dead_letter(decoded, batch)
             return
         message = decoded.model
         assert isinstance(message, Event | CommandAck | DueTick)
@@ -136,20 +172,22 @@ class Handler:
         if isinstance(message, DueTick):
             self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
         key = message.subject_id.encode()
-        state = self._load(key)
+        # A subject decided earlier in this batch continues from that decision.
+        state = batch.states[key] if key in batch.states else self._load(key)
         if isinstance(message, CommandAck):
             self._observe_ack(state, message)
         try:
             decision = decide(state, message, now, self.policy)
         except Exception as exc:  # a message the rules cannot take must not stop the worker
-            await self._dead_letter(self._rejected(raw, message, exc, now))
+            await self._enqueue_dead_letter(self._rejected(raw, message, exc, now), batch)
             return
         self._observe_requests(state, decision.state)
         try:
-            await self._emit(decision, raw.partition, now)
+            batch.pending.extend(await self._enqueue(decision, raw.partition, now))
         except Exception as exc:
             self._fail_stop(exc)
-        self._store(key, decision.state)
+        batch.states[key] = decision.state
+        batch.writes[key] = (token, decision.state)
 
     def _fail_stop(self, exc: Exception) -> NoReturn:
         # Faust acks an event whose agent raised, and would then commit its
@@ -207,13 +245,14 @@ class Handler:
             original_value_size=len(raw.value or b""),
         )
 
-    async def _dead_letter(self, dead: DeadLetter) -> None:
+    async def _enqueue_dead_letter(self, dead: DeadLetter, batch: _Batch) -> None:
         log_dead_letter(dead, log)
         try:
-            sent = await self.send(
-                self.names.dead_letter, dead.original_key, self.codec.encode(dead), None
+            batch.pending.append(
+                await self.send(
+                    self.names.dead_letter, dead.original_key, self.codec.encode(dead), None
+                )
             )
-            await sent
         except Exception as exc:
             self._fail_stop(exc)
 
@@ -259,7 +298,10 @@ class Handler:
             self.schedule_table[key] = entry.to_bytes()
         self.schedule.update(key.decode(), entry)
 
-    async def _emit(self, decision: Decision, partition: int, now: datetime) -> None:
+    async def _enqueue(
+        self, decision: Decision, partition: int, now: datetime
+    ) -> list[Awaitable[Any]]:
+        """Hand every output to the producer, in order; return their delivery futures."""
         pending: list[Awaitable[Any]] = []
         for command in decision.commands:
             topic = self.names.command(command.target_system)
@@ -301,7 +343,7 @@ class Handler:
                     )
                 self.metrics.observe_audit(entry.decision)
             self.chain.advance(partition, head)
-        await self._confirm(pending)
+        return pending
 
     @staticmethod
     async def _confirm(pending: list[Awaitable[Any]]) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+import weakref
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import faust
+import faust.streams as faust_streams
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agents import __version__
@@ -30,6 +33,10 @@ from streams.topics import TopicNames
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 1.0
+# Up to this many events are decided before one wait for the broker; a batch
+# closes early after BATCH_WITHIN_S so a quiet stream is not held back.
+BATCH_MAX = 200
+BATCH_WITHIN_S = 0.05
 # Table changelogs are compacted; these bound how long a superseded or deleted
 # subject state can survive in them, so erased data does not linger in the
 # pipeline's own topics: compaction runs within a day of a change, and a
@@ -128,9 +135,12 @@ def build_pipeline(
 
     @app.agent(source, concurrency=1)
     async def lifecycle(stream: Any) -> None:
-        async for event in stream.events():
-            m = event.message
-            await handler.handle(RawMessage(m.topic, m.partition, m.offset, m.key, m.value))
+        # Faust acks the batch's events only after this body returns for it.
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await handler.handle_batch(
+                [(RawMessage(*_where(e), e.message.key, e.message.value), e) for e in events],
+                as_current_event,
+            )
 
     @schedule_table.on_recover
     async def rebuild_schedule() -> None:
@@ -171,6 +181,28 @@ def build_pipeline(
         metrics.set_consumer_lag_from_monitor(monitor)
 
     return Pipeline(app=app, handler=handler, schedule=schedule, metrics=metrics, registry=registry)
+
+
+def _where(event: Any) -> tuple[str, int, int]:
+    m = event.message
+    return m.topic, m.partition, m.offset
+
+
+@contextmanager
+def as_current_event(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event while a table is written.
+
+    Faust writes a table (local store and changelog) in the partition of the
+    current event. In a batch that is the last event taken, which may be of
+    another partition, so each subject's state is written as of its own event.
+    Faust has no public API for this; ``faust.streams._current_event`` is the
+    context variable its ``current_event()`` reads.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def _from_ms(ms: int) -> datetime:

@@ -276,7 +276,22 @@ class Pipeline:
 
     def read(self, topic: str) -> list[tuple[int, int, Any]]:
         """Everything on ``topic`` now: (partition, offset, decoded model)."""
-        out: list[tuple[int, int, Any]] = []
+        return [
+            (
+                partition,
+                offset,
+                self.codec.decode(value, key, now=datetime.now(UTC), check_key=False),
+            )
+            for partition, offset, key, value in self.read_raw(topic)
+        ]
+
+    def raw_keys(self, topic: str) -> dict[bytes, int]:
+        """The partition each key of ``topic`` was last written to."""
+        return {key: p for p, _, key, _ in self.read_raw(topic) if key is not None}
+
+    def read_raw(self, topic: str) -> list[tuple[int, int, bytes | None, bytes]]:
+        """Everything on ``topic`` now, undecoded: (partition, offset, key, value)."""
+        out: list[tuple[int, int, bytes | None, bytes]] = []
         consumer = Consumer(
             {**self.client_config, "group.id": "reader", "enable.auto.commit": False}
         )
@@ -295,10 +310,7 @@ class Pipeline:
                     if msg.error():
                         continue
                     offset = msg.offset() + 1
-                    model = self.codec.decode(
-                        msg.value(), msg.key(), now=datetime.now(UTC), check_key=False
-                    )
-                    out.append((partition, msg.offset(), model))
+                    out.append((partition, msg.offset(), msg.key(), msg.value()))
         finally:
             consumer.close()
         return out

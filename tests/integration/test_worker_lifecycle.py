@@ -175,3 +175,25 @@ def test_state_changelogs_are_compacted_within_a_bound(pipeline: Pipeline) -> No
         assert config["cleanup.policy"].value == "compact"
         assert int(config["max.compaction.lag.ms"].value) <= 86_400_000
         assert int(config["delete.retention.ms"].value) <= 86_400_000
+
+
+def test_state_is_written_to_the_partition_of_its_subjects_events(pipeline: Pipeline) -> None:
+    # Batches mix partitions; every subject's state must still land in its own
+    # partition of the changelog, or it would move to the wrong worker on rebalance.
+    pipeline.start()
+    subjects = [f"cust-part-{i}" for i in range(40)]
+    pipeline.publish_many([recording(s, datetime.now(UTC) - timedelta(days=1)) for s in subjects])
+    changelog = f"{pipeline.prefix}-subjects-changelog"
+    input_partition: dict[bytes, int] = {}
+    state_partition: dict[bytes, int] = {}
+
+    def collect() -> bool:
+        input_partition.update(pipeline.raw_keys(pipeline.names.input("telephony")))
+        state_partition.update(pipeline.raw_keys(changelog))
+        return all(s.encode() in state_partition for s in subjects)
+
+    wait_for(collect, 60, "every subject's state in the changelog")
+    assert len({input_partition[s.encode()] for s in subjects}) == pipeline.partitions
+    for subject in subjects:
+        key = subject.encode()
+        assert state_partition[key] == input_partition[key], subject

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -230,3 +231,32 @@ def test_failed_delivery_stops_before_state_is_written(world: dict[str, Any]) ->
     # Nothing written: the replayed event will be decided again from scratch.
     assert world["subjects"] == {}
     assert world["schedule_table"] == {}
+
+
+def test_batch_chains_decisions_per_subject_and_writes_once_in_its_event(
+    world: dict[str, Any],
+) -> None:
+    handler: Handler = world["handler"]
+    first = recording()
+    second = first.model_copy(update={"event_id": "ev-2", "recording_id": "rec-2"})
+    other = first.model_copy(update={"event_id": "ev-3", "subject_id": "cust-2"})
+    topic = NAMES.input("telephony")
+    entered: list[str] = []
+
+    @contextmanager
+    def in_event(token: str) -> Iterator[None]:
+        entered.append(token)
+        yield
+
+    items = [
+        (RawMessage(topic, 0, 0, b"cust-1", CODEC.encode(first)), "t0"),
+        (RawMessage(topic, 0, 1, b"cust-1", CODEC.encode(second)), "t1"),
+        (RawMessage(topic, 1, 0, b"cust-2", CODEC.encode(other)), "t2"),
+    ]
+    asyncio.run(handler.handle_batch(items, in_event))
+    state = SubjectState.model_validate_json(world["subjects"][b"cust-1"])
+    # The second event was decided on top of the first within the batch.
+    assert set(state.records) == {"call-recorder/rec-1", "call-recorder/rec-2"}
+    # One write per subject, in the context of its latest event.
+    assert entered == ["t1", "t2"]
+    assert world["sent"].confirmed == len(world["sent"].records)
