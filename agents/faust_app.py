@@ -66,6 +66,7 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_session_timeout=10.0,
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=60.0,
+        table_standby_replicas=settings.standby_replicas,
         autodiscover=False,
     )
 

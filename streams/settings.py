@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    # Faust keeps this many warm copies of each table partition on other
+    # workers, so a failover does not replay the changelog (needs 2+ workers).
+    standby_replicas: int = Field(default=1, ge=0, le=3)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
