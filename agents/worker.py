@@ -77,6 +77,13 @@ def build_pipeline(
         request_types=[t.value for t in RequestType],
         dead_letter_topics=[*names.inputs, names.acks, names.ticks],
     )
+    # A command outstanding longer than this would already have been escalated
+    # under the policy's retry settings: the alert's per-system bound.
+    c = policy.commands
+    horizon = c.escalate_after_attempts * (
+        c.ack_deadline.as_timedelta() + c.retry_backoff_max.as_timedelta()
+    )
+    metrics.set_ack_bounds({s.id: horizon.total_seconds() for s in policy.systems})
     codec = Codec.from_settings(settings)
     app = make_app(settings, bootstrap)
     monitor = install_faust_sensors(app, registry)

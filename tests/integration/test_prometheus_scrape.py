@@ -122,6 +122,10 @@ def test_prometheus_scrapes_pipeline_metrics(pipeline: Pipeline, prometheus: str
     )
     assert value(prometheus, 'sum(lifecycle_events_consumed_total{event_type="CallRecorded"})') == 1
     assert value(prometheus, "count(lifecycle_command_ack_latency_seconds_bucket)") is not None
+    # The per-system bound the outstanding-commands alert compares against.
+    bound = value(prometheus, 'lifecycle_command_ack_bound_seconds{system="call-recorder"}')
+    assert bound is not None
+    assert bound > 0
     info = query(prometheus, "lifecycle_worker_info")
     assert info
     labels = info[0]["metric"]
