@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from agents.rights.deadlines import uk_date
 from agents.rights.identity import EvidenceItem, evaluate_identity
@@ -257,45 +258,40 @@ def on_evidence(ctx: Ctx, event: IdentityEvidenceReceived) -> None:
         received_at=event.event_time,
         issued_on=event.issued_on,
     )
+
+    def audit(decision: str, **details: Any) -> None:
+        ctx.audit(
+            N12_IDENTITY,
+            decision,
+            controller_id=event.controller_id,
+            request_id=event.request_id,
+            evidence_id=event.evidence_id,
+            **details,
+        )
+
     request = ctx.requests.get(event.request_id)
-    if request is None:
-        due = requests.due_for(ctx.policy, RequestType.ACCESS, event.event_time)
-        ctx.requests[event.request_id] = RequestState(
-            request_id=event.request_id,
-            request_type=RequestType.ACCESS,
-            controller_id=event.controller_id,
-            event_id=event.event_id,
-            received_at=event.event_time,
-            due_at=due,
-            warn_at=due,
-            status=ResponseStatus.AWAITING_IDENTITY,
-            placeholder=True,
-            identity_required=True,
-            warned=True,
-            evidence=[note],
-        )
-        ctx.audit(
-            N12_IDENTITY,
-            "identity-evidence-held",
-            controller_id=event.controller_id,
-            request_id=event.request_id,
-            evidence_id=event.evidence_id,
-            discard_at=due,
-        )
-        return
-    known = {n.evidence_id for n in request.evidence}
-    if request.placeholder:
-        if event.evidence_id not in known:
+    if request is None or request.placeholder:
+        # Evidence ahead of its request is held (and discarded one period later).
+        if request is None:
+            due = requests.due_for(ctx.policy, RequestType.ACCESS, event.event_time)
+            request = RequestState(
+                request_id=event.request_id,
+                request_type=RequestType.ACCESS,
+                controller_id=event.controller_id,
+                event_id=event.event_id,
+                received_at=event.event_time,
+                due_at=due,
+                warn_at=due,
+                status=ResponseStatus.AWAITING_IDENTITY,
+                placeholder=True,
+                identity_required=True,
+                warned=True,
+                evidence=[note],
+            )
+        elif event.evidence_id not in {n.evidence_id for n in request.evidence}:
             request = replace(request, evidence=[*request.evidence, note])
-            ctx.requests[request.request_id] = request
-        ctx.audit(
-            N12_IDENTITY,
-            "identity-evidence-held",
-            controller_id=event.controller_id,
-            request_id=event.request_id,
-            evidence_id=event.evidence_id,
-            discard_at=request.due_at,
-        )
+        ctx.requests[request.request_id] = request
+        audit("identity-evidence-held", discard_at=request.due_at)
         return
     if not request.awaiting_identity or request.final:
         why = (
@@ -303,23 +299,10 @@ def on_evidence(ctx: Ctx, event: IdentityEvidenceReceived) -> None:
             if not request.identity_required
             else ("request-closed" if request.final else "already-verified")
         )
-        ctx.audit(
-            N12_IDENTITY,
-            "identity-evidence-ignored",
-            controller_id=event.controller_id,
-            request_id=event.request_id,
-            evidence_id=event.evidence_id,
-            why=why,
-        )
+        audit("identity-evidence-ignored", why=why)
         return
-    if event.evidence_id in known:
-        ctx.audit(
-            N12_IDENTITY,
-            "identity-evidence-duplicate",
-            controller_id=event.controller_id,
-            request_id=event.request_id,
-            evidence_id=event.evidence_id,
-        )
+    if event.evidence_id in {n.evidence_id for n in request.evidence}:
+        audit("identity-evidence-duplicate")
         return
     request = replace(request, evidence=[*request.evidence, note])
     ctx.requests[request.request_id] = request
