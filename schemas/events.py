@@ -148,6 +148,13 @@ class ComplaintReceived(Event):
     summary: ShortText
 
 
+class ComplaintAnswered(Event):
+    """The privacy desk answered a complaint; the answer goes to the subject (N13)."""
+
+    complaint_id: Identifier
+    answer: ShortText
+
+
 class RequestExtended(Event):
     """An extension of up to two further months for a complex request (N13)."""
 
@@ -182,6 +189,7 @@ INPUT_EVENTS: tuple[type[Event], ...] = (
     LegalHoldPlaced,
     LegalHoldReleased,
     ComplaintReceived,
+    ComplaintAnswered,
     RequestExtended,
     RequestRefused,
 )

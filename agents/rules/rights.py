@@ -23,8 +23,9 @@
   sent for the request are not recalled (they still close normally).
 * **Complaints (N13).** ``ComplaintReceived`` opens a request of type
   ``complaint`` due 30 days after receipt, acknowledged ``in_progress`` with the
-  due date and the route to the ICO. There is no "complaint answered" event yet:
-  complaints stay open (and go overdue visibly) until one exists.
+  due date and the route to the ICO. ``ComplaintAnswered`` closes it
+  ``completed`` with the answer and, again, the route to the ICO; until then it
+  stays open and goes overdue visibly.
 * **Exports.** ``note_ack`` runs before an ack is applied: for an EXPORT sent for
   a request it keeps the ``export_reference`` and, for portability only, the
   exported records the subject provided (dropped again once answered).
@@ -56,6 +57,7 @@ from agents.rules.state import (
 from schemas.base import RequestType
 from schemas.commands import AckOutcome, Action, CommandAck
 from schemas.events import (
+    ComplaintAnswered,
     ComplaintReceived,
     IdentityEvidenceReceived,
     RequestExtended,
@@ -472,3 +474,33 @@ def on_complaint(ctx: Ctx, event: ComplaintReceived) -> None:
         f"with our answer: {ctx.policy.complaint_text()}"
     )
     requests.respond(ctx, request, ResponseStatus.IN_PROGRESS, reasons=[reason])
+
+
+@handles(ComplaintAnswered)
+def on_complaint_answered(ctx: Ctx, event: ComplaintAnswered) -> None:
+    request = _find(ctx, event.complaint_id, event.controller_id, N13_COMPLAINT)
+    if request is None:
+        return
+    if request.request_type is not RequestType.COMPLAINT:
+        ctx.audit(
+            N13_COMPLAINT,
+            "not-a-complaint",
+            controller_id=event.controller_id,
+            request_id=event.complaint_id,
+            request_type=request.request_type.value,
+        )
+        return
+    requests.respond(
+        ctx,
+        request,
+        ResponseStatus.COMPLETED,
+        reasons=[event.answer, short(f"If you are not satisfied: {ctx.policy.complaint_text()}")],
+    )
+    ctx.audit(
+        N13_COMPLAINT,
+        "request-completed",
+        controller_id=event.controller_id,
+        request_id=event.complaint_id,
+        request_type=RequestType.COMPLAINT.value,
+        overdue=request.overdue,
+    )

@@ -27,6 +27,7 @@ from schemas.base import (
 from schemas.commands import AckOutcome, Action, Command, CommandAck, ExportedRecord
 from schemas.events import (
     AccessRequested,
+    ComplaintAnswered,
     ComplaintReceived,
     ConsentGiven,
     ConsentWithdrawn,
@@ -647,6 +648,33 @@ def test_complaint_is_tracked_with_thirty_day_deadline() -> None:
     assert "2024-04-03" in response.reasons[0]
     h.clock.set(T0 + timedelta(days=31))
     assert "request-overdue" in [a.decision for a in h.tick().audit]
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_answered_complaint_is_closed_with_the_answer(late: bool) -> None:
+    h = Harness(NOTICE, T0)
+    h.send(h.event(ComplaintReceived, complaint_id="c-1", summary="slow"))
+    if late:
+        h.clock.set(T0 + timedelta(days=31))
+        h.tick()
+    d = h.send(h.event(ComplaintAnswered, complaint_id="c-1", answer="We fixed the bill."))
+    response = _only(d)
+    assert response.status is ResponseStatus.COMPLETED
+    assert response.reasons[0] == "We fixed the bill."
+    assert "ICO" in response.reasons[1]
+    [done] = [a for a in d.audit if a.decision == "request-completed"]
+    assert done.details["overdue"] == str(late).lower()
+    again = h.send(h.event(ComplaintAnswered, complaint_id="c-1", answer="again"))
+    assert [a.decision for a in again.audit] == ["request-already-closed"]
+    assert again.responses == []
+
+
+def test_answering_something_that_is_not_a_complaint_is_refused() -> None:
+    h = Harness(NOTICE, T0)
+    h.send(h.event(AccessRequested, request_id="req-1"))  # open, awaiting identity
+    d = h.send(h.event(ComplaintAnswered, complaint_id="req-1", answer="?"))
+    assert [a.decision for a in d.audit] == ["not-a-complaint"]
+    assert d.responses == []
 
 
 def test_lift_before_restrict_is_acknowledged_withdraws_it() -> None:
