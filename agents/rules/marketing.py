@@ -28,6 +28,7 @@ from agents.rules.state import RecordState, Suppression, replace
 from schemas.base import Channel, DataCategory, ObjectionKind, RequestType
 from schemas.commands import Action
 from schemas.events import MarketingOptOutReceived, ObjectionReceived
+from schemas.responses import ResponseStatus
 
 
 def _merge(ctx: Ctx, channels: list[Channel], since: datetime) -> list[Channel]:
@@ -133,7 +134,10 @@ def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
     )
     request = replace(ctx.requests[request.request_id], pending_command_ids=pending)
     ctx.requests[request.request_id] = request
-    if not pending:
+    if pending:
+        # The subject hears at once that the objection took effect.
+        requests.respond(ctx, request, ResponseStatus.IN_PROGRESS)
+    else:
         requests.finalize(ctx, request)
 
 
