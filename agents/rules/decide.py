@@ -28,7 +28,7 @@ from agents.rules import commands, ids, requests, restriction, retention, rights
 from agents.rules import consent as _consent  # noqa: F401
 from agents.rules import erasure as _erasure  # noqa: F401  (registers handlers)
 from agents.rules import marketing as _marketing  # noqa: F401
-from agents.rules import objection as _objection  # noqa: F401  (after marketing)
+from agents.rules import objection as _objection  # noqa: F401
 from agents.rules import records as _records  # noqa: F401
 from agents.rules import rectification as _rectification  # noqa: F401
 from agents.rules.context import AuditEntry, Ctx, Decision

@@ -25,7 +25,7 @@ from agents.rules import commands, ids, requests
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
 from agents.rules.state import RecordState, Suppression, replace
-from schemas.base import Channel, DataCategory, ObjectionKind, RequestType
+from schemas.base import Channel, DataCategory, RequestType
 from schemas.commands import Action
 from schemas.events import MarketingOptOutReceived, ObjectionReceived
 from schemas.responses import ResponseStatus
@@ -95,17 +95,10 @@ def on_opt_out(ctx: Ctx, event: MarketingOptOutReceived) -> None:
     )
 
 
-@handles(ObjectionReceived)
-def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
-    if event.kind is not ObjectionKind.DIRECT_MARKETING:
-        ctx.audit(
-            ids.DISPATCH,
-            "unhandled-objection",
-            controller_id=event.controller_id,
-            request_id=event.request_id,
-            kind=event.kind.value,
-        )
-        return
+def object_to_marketing(ctx: Ctx, event: ObjectionReceived) -> None:
+    """An objection to direct marketing: an opt-out on all channels, tracked as a request.
+
+    Called by ``objection.on_objection`` for objections of that kind."""
     request = requests.open_or_duplicate(
         ctx,
         request_id=event.request_id,

@@ -1,7 +1,7 @@
 """Objections (N9): direct marketing and automated processing / profiling.
 
 ``ObjectionReceived(kind=direct_marketing)`` is passed unchanged to
-``marketing.on_objection`` (an opt-out on all channels, tracked as a request).
+``marketing.object_to_marketing`` (an opt-out on all channels, tracked as a request).
 
 ``ObjectionReceived(kind=automated_processing)`` opens an objection request and
 sends STOP_PROCESSING (rule ``N9.objection-automated-processing``,
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from agents.rules import marketing, requests, rights
 from agents.rules.context import Ctx
-from agents.rules.registry import handles_instead
+from agents.rules.registry import handles
 from agents.rules.state import RecordStatus, RequestState, replace
 from schemas.base import ObjectionKind, RequestType
 from schemas.commands import Action
@@ -28,10 +28,10 @@ def _automated(ctx: Ctx, system: str) -> bool:
     return target is not None and target.automated_processing
 
 
-@handles_instead(ObjectionReceived)
+@handles(ObjectionReceived)
 def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
     if event.kind is not ObjectionKind.AUTOMATED_PROCESSING:
-        marketing.on_objection(ctx, event)
+        marketing.object_to_marketing(ctx, event)
         return
     request = requests.open_or_duplicate(
         ctx,

@@ -54,25 +54,6 @@ def handles(
     return register
 
 
-def handles_instead(
-    message_type: type[M],
-) -> Callable[[Callable[[Ctx, M], None]], Callable[[Ctx, M], None]]:
-    """Replace the existing handler of ``message_type`` with the decorated one.
-
-    For a module that extends a handler registered elsewhere and delegates to it
-    for the cases it keeps (``objection.py`` handles profiling objections and
-    passes direct-marketing ones to ``marketing.on_objection``). Raises when no
-    handler is registered yet, so an import-order mistake is loud."""
-
-    def register(fn: Callable[[Ctx, M], None]) -> Callable[[Ctx, M], None]:
-        if message_type not in _HANDLERS:
-            raise ValueError(f"{message_type.__name__} has no handler to replace")
-        _HANDLERS[message_type] = fn
-        return fn
-
-    return register
-
-
 def handler_for(message_type: type[BaseModel]) -> Handler | None:
     """The handler for this type, or for its nearest registered base class."""
     for klass in message_type.__mro__:
