@@ -117,11 +117,13 @@ def on_lifted(ctx: Ctx, event: RestrictionLifted) -> None:
             request_id=event.request_id,
         )
         return
-    groups: dict[str, list[str]] = {}
-    for key in request.record_keys:
-        record = ctx.records.get(key)
-        if record is not None and record.status is RecordStatus.HELD:
-            groups.setdefault(record.system, []).append(key)
+    still_held = [
+        record
+        for key in request.record_keys
+        if (record := ctx.records.get(key)) is not None and record.status is RecordStatus.HELD
+    ]
+    # All of the request's own controller (see on_restriction), so nothing is forwarded.
+    groups = rights.group_by_system(ctx, request, still_held, rights.N9_RESTRICTION_LIFTED)
     # A RESTRICT still unacknowledged must not be re-sent after the lift: the
     # system would end up restricted while we believe it is not.
     unconfirmed = [
@@ -151,7 +153,7 @@ def on_lifted(ctx: Ctx, event: RestrictionLifted) -> None:
     sent = rights.issue_per_system(
         ctx,
         request,
-        dict(sorted(groups.items())),
+        groups,
         action=Action.LIFT_RESTRICTION,
         rule_id=rights.N9_RESTRICTION_LIFTED,
     )
@@ -161,7 +163,7 @@ def on_lifted(ctx: Ctx, event: RestrictionLifted) -> None:
         controller_id=event.controller_id,
         command_ids=sent,
         request_id=event.request_id,
-        systems=sorted(groups),
+        systems=list(groups),
         still_restricted=ctx.restricted,
     )
 
@@ -181,15 +183,13 @@ def enforce(ctx: Ctx) -> None:
         ]
         if not new:
             continue
-        groups: dict[str, list[str]] = {}
-        for record in new:
-            groups.setdefault(record.system, []).append(record.key)
+        groups = rights.group_by_system(ctx, request, new, rights.N9_RESTRICTION)
         request = replace(request, record_keys=sorted(covered | {r.key for r in new}))
         ctx.requests[request.request_id] = request
         sent = rights.issue_per_system(
             ctx,
             request,
-            dict(sorted(groups.items())),
+            groups,
             action=Action.RESTRICT,
             rule_id=rights.N9_RESTRICTION,
         )
