@@ -6,9 +6,15 @@ from datetime import date
 from typing import Any
 
 from agents.rules.context import Decision
+from agents.rules.policy import load_policy
 from agents.rules.testing import Harness
 from schemas.base import DataCategory, DataSource, DocumentType, LegalBasis
 from schemas.events import IdentityEvidenceReceived, RecordRegistered
+from streams.settings import REPO_ROOT
+
+# Policies are frozen, so one loaded copy serves every test module.
+NOTICE = load_policy(REPO_ROOT / "agents" / "policy" / "notice.yaml")
+DEMO = load_policy(REPO_ROOT / "agents" / "policy" / "demo.yaml")
 
 
 def register(

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-import agents
 from agents import desk
 from agents.desk_cli import desk_group
-from agents.rules.policy import load_policy
 from agents.rules.state import SubjectState
 from agents.rules.testing import Harness
 from schemas.base import DataCategory, DocumentType, LegalBasis
@@ -22,9 +19,8 @@ from schemas.events import (
     RequestRefused,
 )
 from schemas.responses import RequestResponse, ResponseStatus
-from tests.unit.builders import identity_evidence, register
+from tests.unit.builders import NOTICE, identity_evidence, register
 
-NOTICE = load_policy(Path(agents.__file__).parent / "policy" / "notice.yaml")
 T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
 
 

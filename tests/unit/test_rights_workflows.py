@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import agents
 from agents.rules.context import Decision
-from agents.rules.policy import load_policy
 from agents.rules.restriction import ALLOWED_WHILE_RESTRICTED
 from agents.rules.testing import Harness
 from schemas.base import (
@@ -43,11 +40,8 @@ from schemas.events import (
     RestrictionRequested,
 )
 from schemas.responses import RequestResponse, ResponseStatus
-from tests.unit.builders import identity_evidence, register
+from tests.unit.builders import DEMO, NOTICE, identity_evidence, register
 
-POLICIES = Path(agents.__file__).parent / "policy"
-NOTICE = load_policy(POLICIES / "notice.yaml")
-DEMO = load_policy(POLICIES / "demo.yaml")
 T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)  # a Monday
 
 

@@ -1,14 +1,11 @@
 """Command delivery: stable ids, acks, retries with backoff, escalation, dedup, ordering."""
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-import agents
 from agents.rules import commands, decide, next_due
 from agents.rules.context import Ctx
-from agents.rules.policy import load_policy
 from agents.rules.registry import handles
 from agents.rules.state import SubjectState
 from agents.rules.testing import Harness
@@ -21,8 +18,8 @@ from schemas.events import (
     MarketingOptOutReceived,
 )
 from schemas.internal import DueTick
+from tests.unit.builders import NOTICE
 
-NOTICE = load_policy(Path(agents.__file__).parent / "policy" / "notice.yaml")
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
 DUE = T0 + timedelta(days=30)

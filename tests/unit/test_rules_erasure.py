@@ -1,12 +1,9 @@
 """Erasure (N9) with reasons for what is kept (N10), processors reached (N5)."""
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-import agents
-from agents.rules.policy import load_policy
 from agents.rules.testing import Harness
 from schemas.base import DataCategory, DocumentType, RequestType
 from schemas.commands import AckOutcome, Action
@@ -18,10 +15,8 @@ from schemas.events import (
     LegalHoldPlaced,
 )
 from schemas.responses import ResponseStatus
-from tests.unit.builders import identity_evidence, register
+from tests.unit.builders import DEMO, NOTICE, identity_evidence, register
 
-NOTICE = load_policy(Path(agents.__file__).parent / "policy" / "notice.yaml")
-DEMO = load_policy(Path(agents.__file__).parent / "policy" / "demo.yaml")
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 ICO = "Wycliffe House"
 

@@ -1,13 +1,10 @@
 """N1 opt-out and suppression list, objection to direct marketing, N14 recordings."""
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import agents
-from agents.rules.policy import load_policy
 from agents.rules.testing import Harness
 from schemas.base import Channel, DataCategory, DataSource, LegalBasis, ObjectionKind
 from schemas.commands import Action
@@ -18,9 +15,8 @@ from schemas.events import (
     ObjectionReceived,
 )
 from schemas.responses import ResponseStatus
-from tests.unit.builders import register
+from tests.unit.builders import NOTICE, register
 
-NOTICE = load_policy(Path(agents.__file__).parent / "policy" / "notice.yaml")
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 
 

@@ -1,13 +1,10 @@
 """N7 call recordings, legal holds, N6 contract retention, N2 controller overrides."""
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import agents
-from agents.rules.policy import load_policy
 from agents.rules.state import RecordStatus
 from agents.rules.testing import Harness
 from schemas.base import DataCategory, LegalBasis
@@ -19,11 +16,8 @@ from schemas.events import (
     LegalHoldPlaced,
     LegalHoldReleased,
 )
-from tests.unit.builders import register
+from tests.unit.builders import DEMO, NOTICE, register
 
-POLICY_DIR = Path(agents.__file__).parent / "policy"
-NOTICE = load_policy(POLICY_DIR / "notice.yaml")
-DEMO = load_policy(POLICY_DIR / "demo.yaml")
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
 
