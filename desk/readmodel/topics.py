@@ -76,7 +76,8 @@ class DeskTopics:
                     f"the worker's state changelog is named after its app id "
                     f"(LIFECYCLE_APP_ID, now {self.app_id!r})"
                     + (
-                        f"; changelogs on this broker: {', '.join(changelogs)}"
+                        f"; changelogs on this broker: {', '.join(changelogs[:10])}"
+                        + (f" and {len(changelogs) - 10} more" if len(changelogs) > 10 else "")
                         if changelogs
                         else "; no worker has written state to this broker yet"
                     )
