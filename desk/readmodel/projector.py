@@ -22,13 +22,14 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from desk.readmodel.store import Message, Store
-from desk.readmodel.topics import DeskTopics
+from desk.readmodel.topics import DeskTopics, MissingTopics
 
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 2000
 POLL_S = 0.5
 REDISCOVER_S = 30.0
+WAIT_FOR_TOPICS_S = 2.0
 PURGE_S = 3600.0
 
 
@@ -126,9 +127,23 @@ class Projector:
                     if tp.offset >= ends[(tp.topic, tp.partition)]:
                         ends.pop((tp.topic, tp.partition))
 
+    def _assign_when_ready(self, stop: threading.Event) -> None:
+        """Assign once every topic exists: a desk started with (or before) the worker
+        waits for the changelog the worker creates as it starts."""
+        said = None
+        while not stop.is_set():
+            try:
+                self.assign()
+                return
+            except MissingTopics as exc:
+                if str(exc) != said:
+                    log.warning("waiting for topics: %s", exc)
+                    said = str(exc)
+            stop.wait(WAIT_FOR_TOPICS_S)
+
     def run(self, stop: threading.Event) -> None:
         """Read until ``stop`` is set."""
-        self.assign()
+        self._assign_when_ready(stop)
         retention = self.topics.retention()
         discovered = purged = time.monotonic()
         while not stop.is_set():
