@@ -20,18 +20,19 @@ def _answers(url: str) -> bool:
 
 
 def test_demo_shows_the_lifecycle_within_a_minute(kafka_bootstrap: str, tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [str(LIFECYCLE), "demo", "--duration", "50"],
-        env={
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "LIFECYCLE_VAR_DIR": str(tmp_path),
-        },
-        stdout=subprocess.PIPE,
+    with (tmp_path / "demo-stderr.txt").open("w") as stderr:
         # A file, not a pipe: nothing reads stderr while the demo runs.
-        stderr=(tmp_path / "demo-stderr.txt").open("w"),
-        text=True,
-    )
+        process = subprocess.Popen(
+            [str(LIFECYCLE), "demo", "--duration", "50"],
+            env={
+                **os.environ,
+                "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "LIFECYCLE_VAR_DIR": str(tmp_path),
+            },
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     assert process.stdout is not None
     lines = []
     for line in process.stdout:  # up to the desk's line; the rest is read below
