@@ -55,6 +55,7 @@ compat: install ## Check every Avro schema is FULL_TRANSITIVE compatible with it
 bench: install ## Run the benchmarks (codec throughput, worker throughput, tick cost)
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/tick_bench.py
+	$(BIN)/python bench/desk_bench.py
 
 clean: ## Stop local brokers and remove the venv, caches and local data (var/)
 	-test -x $(BIN)/lifecycle && $(BIN)/lifecycle kafka down --all
