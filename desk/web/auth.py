@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,9 +36,13 @@ from desk.settings import DeskSettings, Role
 ROLES: tuple[Role, ...] = ("read-only", "officer")
 CSRF_FIELD = "csrf_token"
 _HASHER = PasswordHasher()
-# Verified against when the name is unknown, so a wrong name costs as long as a
-# wrong password and response times do not tell which names exist.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the name is unknown, so a wrong name costs as long as a
+    wrong password and response times do not tell which names exist."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -91,7 +96,7 @@ class Users:
         user = self.by_name.get(name)
         stored = user.password_hash if user is not None else None
         try:
-            _HASHER.verify(stored or _DUMMY_HASH, password)
+            _HASHER.verify(stored or _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             return None
         return user if stored else None
