@@ -146,7 +146,8 @@ requests = Table(
     Column("pending_commands", Integer, nullable=False),
     Column("reasons", Text),  # JSON list
     Column("closed_at", UtcDateTime),
-    Index(None, "is_open", "due_at"),
+    # received_at orders those awaiting identity (due_at NULL) without a sort.
+    Index(None, "is_open", "due_at", "received_at"),
     Index(None, "is_open", "request_type", "due_at"),
     Index(None, "is_open", "status", "due_at"),
     Index(None, "request_id"),

@@ -224,7 +224,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("subject_id", "request_id", name=op.f("pk_requests")),
     )
     op.create_index(
-        op.f("ix_requests_is_open_due_at"), "requests", ["is_open", "due_at"], unique=False
+        op.f("ix_requests_is_open_due_at_received_at"),
+        "requests",
+        ["is_open", "due_at", "received_at"],
+        unique=False,
     )
     op.create_index(
         op.f("ix_requests_is_open_request_type_due_at"),
@@ -297,7 +300,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_requests_request_id"), table_name="requests")
     op.drop_index(op.f("ix_requests_is_open_status_due_at"), table_name="requests")
     op.drop_index(op.f("ix_requests_is_open_request_type_due_at"), table_name="requests")
-    op.drop_index(op.f("ix_requests_is_open_due_at"), table_name="requests")
+    op.drop_index(op.f("ix_requests_is_open_due_at_received_at"), table_name="requests")
     op.drop_table("requests")
     op.drop_table("records")
     op.drop_index(op.f("ix_outstanding_escalated_target_system"), table_name="outstanding")
