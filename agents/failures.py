@@ -181,7 +181,7 @@ def classify(exc: BaseException, step: Step) -> Failure:
 class StepFailed(Exception):
     """A step failed for good: permanently, or transiently after every retry."""
 
-    def __init__(self, step: Step, failure: Failure, cause: BaseException) -> None:
+    def __init__(self, step: Step, failure: Failure, cause: Exception) -> None:
         super().__init__(f"{step.value}: {failure.reason}")
         self.step = step
         self.failure = failure

@@ -45,6 +45,7 @@ __all__ = [
     "LifecycleMetrics",
     "deadline_bucket",
     "install_faust_sensors",
+    "never_raises",
     "outstanding_age_bucket",
 ]
 
@@ -171,7 +172,7 @@ def _lv(value: object) -> str:
     return text if _LABEL_VALUE.fullmatch(text) else INVALID_LABEL
 
 
-def _never_raises(observe: Callable[P, None]) -> Callable[P, None]:
+def never_raises(observe: Callable[P, None]) -> Callable[P, None]:
     """A metric must never cost an event its processing.
 
     Observers run between a decision's sends; one raising there would leave
@@ -433,29 +434,29 @@ class LifecycleMetrics:
             self.transient_retries.labels(_lv(step))
 
     # -- ingest ------------------------------------------------------------
-    @_never_raises
+    @never_raises
     def observe_event(self, topic: str, event_type: str) -> None:
         self.events_consumed.labels(_lv(topic), _lv(event_type)).inc()
 
-    @_never_raises
+    @never_raises
     def observe_dead_letter(self, topic: str, reason_class: str) -> None:
         reason = reason_class if reason_class in DEAD_LETTER_REASONS else "other"
         self.dead_letters.labels(_lv(topic), reason).inc()
 
-    @_never_raises
+    @never_raises
     def observe_decision(self, rule_id: str, decision: str) -> None:
         self.decisions.labels(_lv(rule_id), _lv(decision)).inc()
 
-    @_never_raises
+    @never_raises
     def observe_audit(self, event_type: str) -> None:
         self.audit_events_written.labels(_lv(event_type)).inc()
 
     # -- commands ----------------------------------------------------------
-    @_never_raises
+    @never_raises
     def observe_command(self, system: str, action: str, rule_id: str) -> None:
         self.commands_emitted.labels(_lv(system), _lv(action), _lv(rule_id)).inc()
 
-    @_never_raises
+    @never_raises
     def observe_ack(self, system: str, action: str, outcome: str, latency_s: float) -> None:
         """An acknowledgement arrived ``latency_s`` after the command's first send."""
         sysl, actl = _lv(system), _lv(action)
@@ -464,11 +465,11 @@ class LifecycleMetrics:
             self.commands_failed.labels(sysl, actl).inc()
         self.command_ack_latency.labels(sysl).observe(max(0.0, latency_s))
 
-    @_never_raises
+    @never_raises
     def observe_resend(self, system: str, action: str) -> None:
         self.commands_resent.labels(_lv(system), _lv(action)).inc()
 
-    @_never_raises
+    @never_raises
     def observe_escalation(self, system: str, action: str) -> None:
         self.commands_escalated.labels(_lv(system), _lv(action)).inc()
 
@@ -498,17 +499,17 @@ class LifecycleMetrics:
     def set_timers_scheduled(self, count: int) -> None:
         self.timers_scheduled.set(count)
 
-    @_never_raises
+    @never_raises
     def observe_timer_fired(self, lag_s: float) -> None:
         """A timer fired ``lag_s`` seconds after its due time (now - due)."""
         self.timer_lag.observe(max(0.0, lag_s))
 
     # -- requests ----------------------------------------------------------
-    @_never_raises
+    @never_raises
     def observe_request_received(self, request_type: str) -> None:
         self.requests_received.labels(_lv(request_type)).inc()
 
-    @_never_raises
+    @never_raises
     def observe_request_closed(self, request_type: str, outcome: str) -> None:
         self.requests_closed.labels(_lv(request_type), _lv(outcome)).inc()
 
@@ -528,12 +529,12 @@ class LifecycleMetrics:
         _replace(self.requests_open, values)
 
     # -- failures ----------------------------------------------------------
-    @_never_raises
+    @never_raises
     def observe_parked(self, topic: str, failure_class: str) -> None:
         failure = failure_class if failure_class in FAILURE_CLASSES else FailureClass.OTHER.value
         self.items_parked.labels(_lv(topic), failure).inc()
 
-    @_never_raises
+    @never_raises
     def observe_retry(self, step: str) -> None:
         self.transient_retries.labels(_lv(step)).inc()
 

@@ -17,15 +17,17 @@ from prometheus_client import CollectorRegistry, start_http_server
 from agents import __version__
 from agents.chain_heads import TopicChainHeads
 from agents.clock import Clock, SystemClock
+from agents.failures import Step
 from agents.faust_app import make_app, raw_topic
 from agents.handler import Handler, RawMessage, to_ms
+from agents.known_topics import KnownTopics, cluster_topics
 from agents.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
 from agents.rules.policy import Policy, load_policy
 from agents.scheduler import Schedule, ScheduleEntry
 from schemas.base import RequestType
 from schemas.commands import Action
 from schemas.internal import DueTick
-from streams.admin import ensure_topics
+from streams.admin import admin_client, ensure_topics
 from streams.codec import Codec
 from streams.settings import Settings
 from streams.topics import TopicNames
@@ -76,6 +78,7 @@ def build_pipeline(
         actions=[a.value for a in Action],
         request_types=[t.value for t in RequestType],
         dead_letter_topics=[*names.inputs, names.acks, names.ticks],
+        retry_steps=[s.value for s in Step],
     )
     # A command outstanding longer than this would already have been escalated
     # under the policy's retry settings: the alert's per-system bound.
@@ -98,9 +101,12 @@ def build_pipeline(
             outputs[topic] = raw_topic(app, topic, partitions=p)
         return outputs[topic]
 
+    known_topics = KnownTopics(cluster_topics(admin_client(settings, bootstrap)))
+
     async def send(
         topic: str, key: bytes | None, value: bytes, partition: int | None
     ) -> Awaitable[Any]:
+        await known_topics.check(topic)
         fut: Awaitable[Any] = await output(topic).send(key=key, value=value, partition=partition)
         return fut
 
