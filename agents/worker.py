@@ -107,7 +107,11 @@ def build_pipeline(
         topic: str, key: bytes | None, value: bytes, partition: int | None
     ) -> Awaitable[Any]:
         await known_topics.check(topic)
-        fut: Awaitable[Any] = await output(topic).send(key=key, value=value, partition=partition)
+        # What Topic.send does, but returning Faust's own future: Faust sets the
+        # delivery error on it too, and an error nobody awaits is logged as lost.
+        message = output(topic).as_future_message(key=key, value=value, partition=partition)
+        await output(topic).publish_message(message)
+        fut: Awaitable[Any] = message
         return fut
 
     # bytes key and value types make Faust use the raw serializer.
