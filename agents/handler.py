@@ -252,8 +252,8 @@ class Handler:
         # nothing is committed; the restarted worker replays the event, which is
         # harmless (stable command ids, chain head re-read from the audit topic).
         log.critical(
-            "could not deliver the outputs of a decision (%s); stopping the worker so "
-            "the event is replayed",
+            "could not make a batch durable (%s), transient failure outlasted its "
+            "retries; stopping the worker so the batch is replayed",
             type(exc).__name__,
         )
         self.on_delivery_failure(exc)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from agents import __version__
 from agents.chain_heads import TopicChainHeads
 from agents.clock import Clock, SystemClock
-from agents.failures import Step
+from agents.failures import RetryPolicy, Step
 from agents.faust_app import make_app, raw_topic
 from agents.handler import Handler, RawMessage, to_ms
 from agents.known_topics import KnownTopics, cluster_topics
@@ -148,6 +148,7 @@ def build_pipeline(
         schedule=schedule,
         chain=chain,
         send=send,
+        retry=RetryPolicy(attempts=settings.retry_attempts, max_seconds=settings.retry_max_seconds),
     )
 
     @app.agent(source, concurrency=1)

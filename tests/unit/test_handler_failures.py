@@ -36,7 +36,7 @@ from schemas.commands import Action, Command
 from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import CallRecorded, MarketingOptOutReceived
 from schemas.internal import DueTick
-from streams.codec import Codec, DecodeError, EncodeError
+from streams.codec import Codec, DecodeError, EncodeError, RegistryUnavailable
 from streams.settings import REPO_ROOT
 from streams.topics import TopicNames
 
@@ -206,6 +206,39 @@ def assert_healthy(w: World, subject: str) -> None:
 
 def parked(w: World) -> list[tuple[str, int, FailureClass | None]]:
     return [(d.topic, d.offset, d.failure_class) for d in w.dead()]
+
+
+# -- decode ----------------------------------------------------------------------
+
+
+def test_the_decoder_raising_parks_that_item_only(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = CODEC.decode
+
+    def decode(value: bytes | None, *args: Any, **kwargs: Any) -> Any:
+        if value == CODEC.encode(recording("cust-bad")):
+            raise RuntimeError("codec bug")
+        return real(value, *args, **kwargs)
+
+    monkeypatch.setattr(CODEC, "decode", decode)
+    w.run(recording("cust-bad"), recording("cust-ok"))
+    assert parked(w) == [(TELEPHONY, 0, FailureClass.PROCESSING_ERROR)]
+    assert w.dead()[0].reason == "decode failed: processing_error (RuntimeError)"
+    assert_healthy(w, "cust-ok")
+
+
+def test_a_registry_that_stays_unreachable_stops_the_worker(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(*_: Any, **__: Any) -> Any:
+        raise RegistryUnavailable("down")
+
+    monkeypatch.setattr(CODEC, "decode", unreachable)
+    with pytest.raises(Stopped):
+        w.run(recording("cust-ok"))
+    assert w.dead() == []  # a good message is never dead-lettered for it
+    assert w.metric("lifecycle_transient_retries_total", step="decode") == FAST.attempts - 1
 
 
 # -- load ------------------------------------------------------------------------
