@@ -22,14 +22,14 @@ from typing import Any, NoReturn, Protocol
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from tenacity.wait import wait_base
 
-from agents.audit_chain import ChainHead, link
 from agents.clock import Clock
 from agents.metrics import LifecycleMetrics
-from agents.rules.context import Decision
+from agents.rules.context import AuditEntry, Decision
 from agents.rules.decide import decide, next_due
 from agents.rules.policy import Policy
 from agents.rules.state import SubjectState
 from agents.scheduler import Schedule, ScheduleEntry
+from schemas.audit import AuditSource
 from schemas.base import Frozen
 from schemas.commands import CommandAck
 from schemas.deadletter import DeadLetter, ReasonClass
@@ -55,6 +55,10 @@ class RawMessage:
     key: bytes | None
     value: bytes | None
 
+    @property
+    def source(self) -> AuditSource:
+        return AuditSource(self.topic, self.partition, self.offset)
+
 
 @dataclass
 class _Batch:
@@ -72,10 +76,16 @@ class Sender(Protocol):
         """Enqueue in call order; the returned awaitable completes when the broker has it."""
 
 
-class ChainHeads(Protocol):
-    async def head(self, partition: int) -> ChainHead: ...
-
-    def advance(self, partition: int, head: ChainHead) -> None: ...
+class AuditLog(Protocol):
+    async def append(
+        self,
+        partition: int,
+        entries: Sequence[AuditEntry],
+        *,
+        source: AuditSource,
+        decided_at: datetime,
+    ) -> Awaitable[Any]:
+        """Chain ``entries``; the returned awaitable completes when they are committed."""
 
 
 EXIT_DELIVERY_FAILED = 75  # EX_TEMPFAIL: a supervisor should restart the worker
@@ -102,11 +112,10 @@ class Handler:
         clock: Clock,
         names: TopicNames,
         metrics: LifecycleMetrics,
-        audit_key: bytes,
         subjects: MutableMapping[bytes, bytes],
         schedule_table: MutableMapping[bytes, bytes],
         schedule: Schedule,
-        chain: ChainHeads,
+        audit: AuditLog,
         send: Sender,
         registry_retry_wait: wait_base = REGISTRY_RETRY_WAIT,
         on_delivery_failure: Callable[[Exception], NoReturn] = exit_for_replay,
@@ -116,11 +125,10 @@ class Handler:
         self.clock = clock
         self.names = names
         self.metrics = metrics
-        self.audit_key = audit_key
         self.subjects = subjects
         self.schedule_table = schedule_table
         self.schedule = schedule
-        self.chain = chain
+        self.audit = audit
         self.send = send
         self.registry_retry_wait = registry_retry_wait
         self.on_delivery_failure = on_delivery_failure
@@ -183,7 +191,7 @@ class Handler:
             return
         self._observe_requests(state, decision.state)
         try:
-            batch.pending.extend(await self._enqueue(decision, raw.partition, now))
+            batch.pending.extend(await self._enqueue(decision, raw.source, now))
         except Exception as exc:
             self._fail_stop(exc)
         batch.states[key] = decision.state
@@ -193,7 +201,8 @@ class Handler:
         # Faust acks an event whose agent raised, and would then commit its
         # offset: the event would be lost. Stopping the process at once means
         # nothing is committed; the restarted worker replays the event, which is
-        # harmless (stable command ids, chain head re-read from the audit topic).
+        # harmless (stable command ids; the audit chain head is re-read from the
+        # topic, and the verifier recognises the replayed decisions by their source).
         log.critical(
             "could not deliver the outputs of a decision (%s); stopping the worker so "
             "the event is replayed",
@@ -299,7 +308,7 @@ class Handler:
         self.schedule.update(key.decode(), entry)
 
     async def _enqueue(
-        self, decision: Decision, partition: int, now: datetime
+        self, decision: Decision, source: AuditSource, now: datetime
     ) -> list[Awaitable[Any]]:
         """Hand every output to the producer, in order; return their delivery futures."""
         pending: list[Awaitable[Any]] = []
@@ -326,15 +335,14 @@ class Handler:
                 )
             )
         if decision.audit:
-            # The chain head is per partition; audit events go to the same
-            # partition number as the event that caused them.
-            head = await self.chain.head(partition)
-            for entry in decision.audit:
-                event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
-                head = ChainHead.of(event)
-                pending.append(
-                    await self.send(self.names.audit, None, self.codec.encode(event), partition)
+            # The audit chain is per partition: audit events go to the same
+            # partition number as the input they record, which they name.
+            pending.append(
+                await self.audit.append(
+                    source.partition, decision.audit, source=source, decided_at=now
                 )
+            )
+            for entry in decision.audit:
                 self.metrics.observe_decision(entry.rule_id, entry.decision)
                 if entry.decision == ESCALATED:
                     self.metrics.observe_escalation(
@@ -342,7 +350,6 @@ class Handler:
                         entry.details.get("action", "unknown"),
                     )
                 self.metrics.observe_audit(entry.decision)
-            self.chain.advance(partition, head)
         return pending
 
     @staticmethod
