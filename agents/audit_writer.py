@@ -357,6 +357,14 @@ def _describe(exc: BaseException | None) -> str:
 # -- Kafka ---------------------------------------------------------------------
 
 
+def transactional_id(app_id: str, partition: int) -> str:
+    """The same on every worker, so whoever owns the partition fences the others.
+
+    The ACLs grant the prefix ``<app id>.audit.`` (deploy/kafka-acls.sh).
+    """
+    return f"{app_id}.audit.{partition}"
+
+
 class _Txn(enum.Enum):
     IDLE = "idle"
     COMMITTING = "committing"  # produced; commit_transaction to be (re)tried
@@ -375,7 +383,7 @@ class KafkaAuditTopic:
     on_unreadable: Callable[[int, int], None] = lambda partition, offset: None
 
     def transactional_id(self, partition: int) -> str:
-        return f"{self.app_id}.audit.{partition}"
+        return transactional_id(self.app_id, partition)
 
     def producer_config(self, partition: int) -> dict[str, str | int | bool]:
         return {

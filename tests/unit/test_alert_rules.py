@@ -37,6 +37,7 @@ REQUIRED_ALERTS = {
     "LifecycleDeadLetterRateHigh",
     "LifecycleConsumerLagGrowing",
     "LifecycleWorkerDown",
+    "LifecycleAuditWriteFailing",
 }
 
 # PromQL words that are not metric names.
