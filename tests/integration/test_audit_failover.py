@@ -4,15 +4,21 @@ The incident this guards against: the broker an audit batch was sent to was
 killed mid-request, the worker's non-idempotent producer retried, and the
 batch landed twice; the verifier then found a broken chain. The transactional
 writer keeps writing through the leader's crash: every batch is on the chain
-exactly once and the chain verifies with no duplicate and no replay.
+exactly once and the chain verifies with no duplicate and no replay. Then the
+same with a real worker under traffic: every input decided, and
+``lifecycle audit verify`` passes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from agents.audit_verify import verify_partition
@@ -20,10 +26,12 @@ from agents.audit_writer import AuditWriter, KafkaAuditTopic
 from agents.clock import SystemClock
 from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
-from schemas.audit import AuditSource
+from schemas.audit import AuditEvent, AuditSource
 from streams.broker.admin import admin_client, create_topic, partition_replicas
 from streams.broker.launcher import LocalKafka
 from streams.codec import Codec
+from tests.integration.events import call_recorded
+from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines, wait_decided
 
 KEY = b"failover-audit-key"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -102,3 +110,47 @@ def test_audit_chain_verifies_after_its_partition_leader_is_killed_under_writes(
     assert result.broken is None
     assert result.checked == len(written)
     assert (result.duplicates, result.replayed, result.redecided) == (0, 0, 0)
+
+
+@pytest.fixture
+def pipeline_rf3(
+    kafka_cluster3_for_faults: LocalKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    # Both the pipeline's own topic setup and its worker read the replication factor.
+    monkeypatch.setenv("LIFECYCLE_REPLICATION_FACTOR", "3")
+    yield from pipelines(kafka_cluster3_for_faults.bootstrap_servers, tmp_path)
+
+
+def test_worker_audit_verifies_after_a_broker_is_killed_under_traffic(
+    kafka_cluster3_for_faults: LocalKafka, pipeline_rf3: Pipeline
+) -> None:
+    cluster, pipeline = kafka_cluster3_for_faults, pipeline_rf3
+    admin = admin_client(cluster.bootstrap_servers)
+    leader, replicas = partition_replicas(admin, pipeline.names.audit)
+    assert len(replicas) == 3
+    pipeline.start()
+    now = datetime.now(UTC)
+    events = [
+        call_recorded(f"cust-fo-{i}", f"rec-fo-{i}", event_id=f"ev-fo-{i}", when=now)
+        for i in range(300)
+    ]
+    pipeline.publish_many(events[:150])
+    pipeline.wait_for_models(
+        pipeline.names.audit, AuditEvent, lambda es: len(es) > 0, what="decisions being written"
+    )
+    # The leader of audit partition 0 crashes while the worker is writing.
+    cluster.kill_node(leader)
+    pipeline.publish_many(events[150:])
+    wait_decided(pipeline, events, "every recording decided through the failover")
+    assert pipeline.stop() == 0
+
+    verified = subprocess.run(
+        [str(LIFECYCLE), "audit", "verify"],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "duplicate" not in verified.stdout
