@@ -15,11 +15,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from agents.audit_chain import BrokenLink, ChainHead, ChainReport, check_chain
 from agents.chain_heads import read_committed_config
 from agents.clock import Clock
+from agents.kafka_errors import is_transient_error
 from schemas.audit import AuditEvent
 from streams.codec import Codec, DecodeError
 
 # A read that gets nothing for this long (while not at the end) has stalled.
-STALL_POLLS = 10
+STALL_POLLS = 20
 POLL_S = 0.5
 
 
@@ -81,19 +82,17 @@ def read_partition(
         idle = 0
         while True:
             msg = consumer.poll(POLL_S)
-            if msg is None:
-                idle += 1
+            error = None if msg is None else msg.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                return  # the last stable offset: the end of the committed chain
+            if error is not None and not is_transient_error(error):
+                raise KafkaException(error)
+            if msg is None or error is not None:
+                idle += 1  # nothing yet, or a problem librdkafka is retrying
                 if idle >= STALL_POLLS:
                     raise TimeoutError(f"audit partition {partition} stalled before {stop}")
                 continue
             idle = 0
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    return  # the last stable offset: the end of the committed chain
-                if error.fatal():
-                    raise KafkaException(error)
-                continue
             msg_offset = msg.offset()
             if msg_offset is None:
                 continue
