@@ -5,6 +5,7 @@
     lifecycle desk subject SUBJECT_ID          what is held, requests, holds, commands
     lifecycle desk requests [--overdue]        open requests by deadline
     lifecycle desk render REQUEST_ID --out F   the answer a subject was sent
+    lifecycle desk parked [--all]              items parked on the dead-letter topic, and why
     lifecycle desk hash-password               a password hash for the users file
 
 The read commands bring the read model up to date first (only what is new
@@ -100,6 +101,20 @@ def requests_(
     with _desk(sync) as desk, desk.store.engine.connect() as conn:
         rows = queries.requests_by_deadline(conn, desk.clock.now(), filters, limit=limit)
     click.echo(format_requests(rows), nl=False)
+
+
+@desk_group.command("parked")
+@click.option(
+    "--all", "include_undecodable", is_flag=True, help="Also list input that never decoded."
+)
+@_sync_option
+def parked(include_undecodable: bool, sync: bool) -> None:
+    """List parked items: accepted messages the pipeline could not process or deliver."""
+    from desk.text import format_parked
+
+    with _desk(sync) as desk, desk.store.engine.connect() as conn:
+        rows = queries.parked(conn, include_undecodable=include_undecodable)
+    click.echo(format_parked(rows), nl=False)
 
 
 @desk_group.command("render")

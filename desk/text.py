@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from agents.rights.deadlines import uk_date
 from desk.readmodel.queries import RequestRow, SubjectView
@@ -10,6 +12,37 @@ from desk.readmodel.queries import RequestRow, SubjectView
 
 def _when(value: datetime | None) -> str:
     return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+def _table(table: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        for row in table
+    )
+
+
+def format_parked(rows: list[Any]) -> str:
+    """Parked items (``dead_letters`` rows): when, why, where from, whose, the reason;
+    never the payload (the read model does not keep it)."""
+    if not rows:
+        return "nothing parked\n"
+    header = ("FAILED AT", "CLASS", "SOURCE", "SUBJECT", "REASON")
+    return _table(
+        [
+            header,
+            *(
+                (
+                    _when(d.failed_at),
+                    d.failure_class or f"undecodable:{d.reason_class}",
+                    f"{d.source_topic}/{d.source_partition}@{d.source_offset}",
+                    d.subject_id or "-",
+                    d.reason,
+                )
+                for d in rows
+            ),
+        ]
+    )
 
 
 def format_requests(rows: list[RequestRow]) -> str:
@@ -29,11 +62,7 @@ def format_requests(rows: list[RequestRow]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
-        for row in table
-    )
+    return _table(table)
 
 
 def describe_subject(view: SubjectView) -> str:

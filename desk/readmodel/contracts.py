@@ -93,6 +93,16 @@ def audit_row(e: AuditEvent, offset: int) -> dict[str, Any]:
     }
 
 
+def _subject(key: bytes | None) -> str | None:
+    # An input event's key is its subject id (what the desk works with).
+    if key is None:
+        return None
+    try:
+        return key.decode("utf-8")[:128]
+    except UnicodeDecodeError:
+        return None
+
+
 def dead_letter_row(d: DeadLetter, partition: int, offset: int) -> dict[str, Any]:
     return {
         "partition": partition,
@@ -101,6 +111,8 @@ def dead_letter_row(d: DeadLetter, partition: int, offset: int) -> dict[str, Any
         "source_partition": d.partition,
         "source_offset": d.offset,
         "reason_class": d.reason_class.value,
+        "failure_class": d.failure_class.value if d.failure_class else None,
+        "subject_id": _subject(d.original_key),
         "reason": d.reason,
         "size": d.original_value_size,
         "failed_at": d.failed_at,

@@ -398,6 +398,7 @@ def search_subjects(conn: Connection, prefix: str, *, limit: int = 50) -> list[s
 @dataclass(frozen=True)
 class Escalations:
     by_system: dict[str, list[Row[Any]]]
+    parked: list[Row[Any]]
     dead_letters: list[Row[Any]]
     dead_letter_counts: list[Row[Any]]
     unreadable: list[Row[Any]]
@@ -416,15 +417,30 @@ def escalations(conn: Connection, *, limit: int = 500) -> Escalations:
         by_system.setdefault(row.target_system, []).append(row)
     d = t.dead_letters
     counts = conn.execute(
-        select(d.c.source_topic, d.c.reason_class, func.count().label("n"))
-        .group_by(d.c.source_topic, d.c.reason_class)
-        .order_by(d.c.source_topic, d.c.reason_class)
+        select(d.c.source_topic, d.c.reason_class, d.c.failure_class, func.count().label("n"))
+        .group_by(d.c.source_topic, d.c.reason_class, d.c.failure_class)
+        .order_by(d.c.source_topic, d.c.reason_class, d.c.failure_class)
     ).all()
     latest = conn.execute(select(d).order_by(d.c.failed_at.desc()).limit(50)).all()
     unreadable = conn.execute(
         select(t.unreadable).order_by(t.unreadable.c.seen_at.desc()).limit(50)
     ).all()
-    return Escalations(by_system, list(latest), list(counts), list(unreadable))
+    return Escalations(
+        by_system, parked(conn, limit=200), list(latest), list(counts), list(unreadable)
+    )
+
+
+def parked(
+    conn: Connection, *, include_undecodable: bool = False, limit: int = 1000
+) -> list[Row[Any]]:
+    """Parked items (decoded, but not processed or not delivered), oldest first; with
+    ``include_undecodable`` also the dead letters of input that never decoded."""
+    d = t.dead_letters
+    query = select(d)
+    if not include_undecodable:
+        query = query.where(d.c.failure_class.is_not(None))
+    query = query.order_by(d.c.failed_at, d.c.source_topic, d.c.source_partition, d.c.source_offset)
+    return list(conn.execute(query.limit(limit)))
 
 
 def audit_chains(conn: Connection) -> list[Row[Any]]:

@@ -76,6 +76,7 @@ class ApplyResult:
 @dataclass
 class _Chain:
     checked: int
+    duplicates: int
     head_sequence: int
     head_hash: str
     broken: tuple[int, int | None, str] | None
@@ -272,7 +273,7 @@ class Store:
             )
 
     def _forget(self, conn: Connection, subject_id: str, at: datetime) -> None:
-        for table in (*t.STATE_TABLES, t.responses, t.commands, t.acks):
+        for table in (*t.STATE_TABLES, t.responses, t.commands, t.acks, t.dead_letters):
             conn.execute(delete(table).where(table.c.subject_id == subject_id))
         conn.execute(
             update(t.desk_actions)
@@ -306,7 +307,9 @@ class Store:
                 if r.broken_offset is None
                 else (r.broken_offset, r.broken_sequence, r.broken_reason or "")
             )
-            batch.chains[r.partition] = _Chain(r.checked, r.head_sequence, r.head_hash, broken)
+            batch.chains[r.partition] = _Chain(
+                r.checked, r.duplicates, r.head_sequence, r.head_hash, broken
+            )
         batch.pending_actions = set(
             batch.conn.execute(
                 select(t.desk_actions.c.event_id).where(t.desk_actions.c.decided_at.is_(None))
@@ -387,7 +390,12 @@ class Store:
     def _apply_audit(self, batch: _Batch, m: Message, event: AuditEvent) -> None:
         chain = batch.chains.get(m.partition)
         if chain is None:
-            chain = batch.chains[m.partition] = _Chain(0, -1, GENESIS_HASH, None)
+            chain = batch.chains[m.partition] = _Chain(0, 0, -1, GENESIS_HASH, None)
+        if self._duplicate(batch.conn, m.partition, event):
+            # A redelivered copy of an event already in the chain (agents.audit_chain).
+            chain.duplicates += 1
+            chain.changed = True
+            return
         if chain.broken is None:
             reason = None
             if event_hash(event, self.audit_key) != event.hash:
@@ -414,11 +422,21 @@ class Store:
             )
             batch.pending_actions -= decided
 
+    @staticmethod
+    def _duplicate(conn: Connection, partition: int, event: AuditEvent) -> bool:
+        stored = conn.execute(
+            select(t.audit.c.hash).where(
+                t.audit.c.partition == partition, t.audit.c.sequence == event.sequence
+            )
+        ).scalar_one_or_none()
+        return stored is not None and stored == event.hash
+
     def _save_chains(self, batch: _Batch) -> None:
         rows = [
             {
                 "partition": p,
                 "checked": c.checked,
+                "duplicates": c.duplicates,
                 "head_sequence": c.head_sequence,
                 "head_hash": c.head_hash,
                 "broken_offset": c.broken[0] if c.broken else None,

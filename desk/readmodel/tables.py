@@ -10,7 +10,7 @@ Which tables hold what:
 * ``responses``, ``commands``, ``acks``, ``audit``, ``audit_chains``,
   ``dead_letters``: the public topics (``contracts``). Acks keep no exported
   values and commands no parameters (those can be personal data); dead
-  letters keep the reason, never the original bytes;
+  letters keep the reason and the subject (their key), never the original bytes;
 * ``desk_actions``: events this desk published and whether the worker has
   decided them; ``forgotten``: pseudonyms of subjects whose data was dropped;
 * ``offsets`` (next offset per topic partition, written in the same transaction
@@ -261,6 +261,8 @@ audit_chains = Table(
     metadata,
     Column("partition", Integer, primary_key=True),
     Column("checked", BigInteger, nullable=False),
+    # Byte-identical redeliveries of an event already in the chain: no new fact.
+    Column("duplicates", BigInteger, nullable=False),
     Column("head_sequence", BigInteger, nullable=False),
     Column("head_hash", String(64), nullable=False),
     Column("broken_offset", BigInteger),
@@ -278,10 +280,14 @@ dead_letters = Table(
     Column("source_partition", Integer, nullable=False),
     Column("source_offset", BigInteger, nullable=False),
     Column("reason_class", String(SLUG), nullable=False),
+    # Set for a parked item: it decoded but could not be processed or delivered.
+    Column("failure_class", String(SLUG)),
+    Column("subject_id", String(ID)),  # the original key, when it is one
     Column("reason", Text, nullable=False),
     Column("size", BigInteger),
     Column("failed_at", UtcDateTime, nullable=False),
     Index(None, "failed_at"),
+    Index(None, "subject_id"),
 )
 
 # -- the desk's own ------------------------------------------------------------------

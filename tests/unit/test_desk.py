@@ -15,6 +15,7 @@ from desk.cli import desk_group
 from desk.readmodel import queries
 from desk.readmodel.store import Store
 from schemas.base import DataCategory, DocumentType, LegalBasis
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import AccessRequested, ErasureRequested, RequestRefused
 from tests.unit.builders import NOTICE, identity_evidence, register
 from tests.unit.desk_topics import AUDIT_KEY, TOPICS, Recorder
@@ -136,9 +137,48 @@ def test_render_refuses_an_answer_not_ready(store: Store) -> None:
 def test_cli_commands() -> None:
     assert sorted(desk_group.commands) == [
         "hash-password",
+        "parked",
         "project",
         "render",
         "requests",
         "serve",
         "subject",
     ]
+
+
+def _letter(offset: int, minutes: int, failure: FailureClass | None) -> DeadLetter:
+    return DeadLetter(
+        topic="t.in.privacy-desk",
+        partition=1,
+        offset=offset,
+        original_key=b"cust-7",
+        original_value=b"secret payload",
+        reason_class=ReasonClass.INVALID_MODEL if failure else ReasonClass.TRUNCATED,
+        reason="output to t.cmd.gone not delivered: unknown_topic (KafkaException)"
+        if failure
+        else "cut short",
+        failed_at=datetime(2026, 3, 1, 9, minutes, tzinfo=UTC),
+        failure_class=failure,
+    )
+
+
+def test_parked_items_oldest_first_without_payload(store: Store) -> None:
+    rec = Recorder()
+    for letter in (
+        _letter(9, 30, FailureClass.RECORD_TOO_LARGE),
+        _letter(4, 10, FailureClass.UNKNOWN_TOPIC),
+        _letter(5, 20, None),  # undecodable input: not parked, a dead letter
+    ):
+        rec.model(TOPICS.names.dead_letter, letter)
+    store.apply(rec.take())
+    with store.engine.connect() as conn:
+        lines = text.format_parked(queries.parked(conn)).splitlines()
+        every = text.format_parked(queries.parked(conn, include_undecodable=True))
+    assert lines[0].split() == ["FAILED", "AT", "CLASS", "SOURCE", "SUBJECT", "REASON"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["2026-03-01T09:10:00+00:00", "unknown_topic", "t.in.privacy-desk/1@4", "cust-7"],
+        ["2026-03-01T09:30:00+00:00", "record_too_large", "t.in.privacy-desk/1@9", "cust-7"],
+    ]
+    assert "undecodable:truncated" in every
+    assert "secret payload" not in every
+    assert text.format_parked([]) == "nothing parked\n"

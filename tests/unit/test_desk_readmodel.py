@@ -362,6 +362,21 @@ def test_the_audit_chain_is_verified_as_it_is_read(store: Store) -> None:
     assert "hash does not match" in chain.broken_reason
 
 
+def test_a_redelivered_audit_event_is_skipped_not_a_break(store: Store) -> None:
+    rec = Recorder()
+    customer(rec)
+    batch = rec.take()
+    audit = [m for m in batch if m.topic == TOPICS.names.audit]
+    store.apply(batch)
+    # The same record again at a later offset (a producer retry): no new fact.
+    store.apply([rec.add(TOPICS.names.audit, None, audit[0].value)])
+    with store.engine.connect() as conn:
+        (chain,) = queries.audit_chains(conn)
+    assert chain.broken_offset is None
+    assert chain.duplicates == 1
+    assert chain.checked == len(audit)
+
+
 def test_a_desk_action_is_marked_decided_when_the_worker_audits_its_event(store: Store) -> None:
     rec = Recorder()
     h = customer(rec)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-12-01 21:19:24.810584
+Create Date: 2026-12-01 22:10:50.694253
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def upgrade() -> None:
         "audit_chains",
         sa.Column("partition", sa.Integer(), nullable=False),
         sa.Column("checked", sa.BigInteger(), nullable=False),
+        sa.Column("duplicates", sa.BigInteger(), nullable=False),
         sa.Column("head_sequence", sa.BigInteger(), nullable=False),
         sa.Column("head_hash", sa.String(length=64), nullable=False),
         sa.Column("broken_offset", sa.BigInteger(), nullable=True),
@@ -107,12 +108,17 @@ def upgrade() -> None:
         sa.Column("source_partition", sa.Integer(), nullable=False),
         sa.Column("source_offset", sa.BigInteger(), nullable=False),
         sa.Column("reason_class", sa.String(length=63), nullable=False),
+        sa.Column("failure_class", sa.String(length=63), nullable=True),
+        sa.Column("subject_id", sa.String(length=128), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=True),
         sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("partition", "offset", name=op.f("pk_dead_letters")),
     )
     op.create_index(op.f("ix_dead_letters_failed_at"), "dead_letters", ["failed_at"], unique=False)
+    op.create_index(
+        op.f("ix_dead_letters_subject_id"), "dead_letters", ["subject_id"], unique=False
+    )
     op.create_table(
         "desk_actions",
         sa.Column("event_id", sa.String(length=128), nullable=False),
@@ -311,6 +317,7 @@ def downgrade() -> None:
     op.drop_table("forgotten")
     op.drop_index(op.f("ix_desk_actions_subject_id_published_at"), table_name="desk_actions")
     op.drop_table("desk_actions")
+    op.drop_index(op.f("ix_dead_letters_subject_id"), table_name="dead_letters")
     op.drop_index(op.f("ix_dead_letters_failed_at"), table_name="dead_letters")
     op.drop_table("dead_letters")
     op.drop_table("consents")
