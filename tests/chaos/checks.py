@@ -349,7 +349,11 @@ def one_command_per_record(snapshot: Snapshot) -> Check:
         generations = max(1, len(facts.get(key, [])))
         if len(commands) > generations:
             subject, system, record_id = key
-            listed = "; ".join(f"{c.command_id} ({c.rule_id})" for c in commands.values())
+            listed = "; ".join(
+                f"{c.command_id} ({c.rule_id}, records {','.join(c.record_ids)}, first issued "
+                f"{c.issued_at.isoformat()})"
+                for c in sorted(commands.values(), key=lambda c: c.issued_at)
+            )
             check.violations.append(
                 f"{record_id} on {system} (subject {subject}), registered {generations} time(s), "
                 f"deleted under {len(commands)} command ids: {listed}"

@@ -34,7 +34,7 @@ class ChaosConfig(BaseSettings):
     recovery_timeout_s: float = Field(default=45.0, gt=0)
     # No fault starts later than this after the traffic window ends (the run stays
     # bounded on a slow machine); one that cannot start is a failed check.
-    fault_overrun_s: float = Field(default=30.0, ge=0)
+    fault_overrun_s: float = Field(default=60.0, ge=0)
     # After traffic: how long the pipeline may take to drain (consumer lag zero).
     settle_s: float = Field(default=60.0, ge=0)
     # No process may have restarted in this window before the final check.

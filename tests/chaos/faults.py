@@ -40,6 +40,9 @@ class FaultRecord:
     recovered_s: float | None = None  # None: probes not through within the timeout
     injected: bool = True
     notes: list[str] = field(default_factory=list)
+    # For a late look at probes that were not through by the timeout.
+    began: float = 0.0
+    probes: list[str] = field(default_factory=list)
 
 
 class FaultContext(Protocol):
@@ -131,9 +134,8 @@ class FaultRunner:
                 running = workers(ctx)
                 for name in running[target:][::-1]:
                     ctx.supervisor.stop(name)
-                started = [
-                    ctx.start_worker(n) for n in range(1, 4) if f"{WORKER}{n}" not in running
-                ][: max(0, target - len(running))]
+                idle = [n for n in range(1, 4) if f"{WORKER}{n}" not in running]
+                started = [ctx.start_worker(n) for n in idle[: max(0, target - len(running))]]
                 if started:
                     ctx.supervisor.wait_ready(started, timeout=ctx.config.recovery_timeout_s)
 
@@ -156,7 +158,7 @@ class FaultRunner:
         ctx = self.ctx
         index = len(self.records) + 1
         began = time.monotonic()
-        record = FaultRecord(name, detail, at_s=began - ctx.traffic_started)
+        record = FaultRecord(name, detail, at_s=began - ctx.traffic_started, began=began)
         self.records.append(record)
         latest = ctx.config.traffic_s + ctx.config.fault_overrun_s
         if record.at_s > latest:
@@ -173,6 +175,7 @@ class FaultRunner:
             record.notes.append(f"could not inject: {type(exc).__name__}: {exc}")
             return
         probes = probe_events(index, ctx.config.partitions, datetime.now(UTC))
+        record.probes = [p.subject_id for p in probes]
         for probe in probes:
             ctx.traffic.publish_now(probe)
         if meanwhile is not None:
@@ -184,3 +187,17 @@ class FaultRunner:
         if through is not None:
             record.recovered_s = through - began
         time.sleep(ctx.config.fault_gap_s)
+
+
+def note_late_recoveries(records: list[FaultRecord], watcher: ProbeWatcher) -> None:
+    """For faults not recovered within the timeout: whether, and when, they did later."""
+    for record in records:
+        if record.recovered_s is not None or not record.probes:
+            continue
+        times = [watcher.through(s) for s in record.probes]
+        if all(t is not None for t in times):
+            late = max(t for t in times if t is not None) - record.began
+            record.notes.append(f"probes through {late:.1f}s after the fault (past the timeout)")
+        else:
+            missing = sum(1 for t in times if t is None)
+            record.notes.append(f"{missing} of {len(times)} probe(s) never got through")

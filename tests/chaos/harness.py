@@ -30,7 +30,7 @@ from streams.settings import REPO_ROOT, Settings
 from streams.topics import TopicNames
 from tests.chaos import checks, live
 from tests.chaos.config import ChaosConfig
-from tests.chaos.faults import WORKER, FaultRunner
+from tests.chaos.faults import WORKER, FaultRunner, note_late_recoveries
 from tests.chaos.probes import ProbeWatcher
 from tests.chaos.report import RunReport
 from tests.chaos.snapshot import read_snapshot
@@ -105,6 +105,8 @@ class ChaosRun:
 
     def _run(self, began: float) -> None:
         config, timings = self.config, self.report.timings
+        # Other work on the machine slows every figure down; the report says how much.
+        self.load_at_start = os.getloadavg()[0]
         self.kafka.start()
         bootstrap = self.kafka.bootstrap_servers
         timings["cluster start"] = time.monotonic() - began
@@ -161,7 +163,7 @@ class ChaosRun:
         self.traffic.join(max(0.0, self.traffic_started + config.traffic_s + 60 - time.monotonic()))
         unsent = self.traffic.flush(60)
         traffic_end = time.monotonic()
-        timings["traffic"] = traffic_end - self.traffic_started
+        timings["traffic"] = (self.traffic.finished or traffic_end) - self.traffic_started
 
         groups = {self.group_id: [*self.names.inputs, self.names.acks, self.names.ticks]}
         groups |= {f"{self.run_id}.downstream.{s}": [self.names.command(s)] for s in self.systems}
@@ -189,6 +191,7 @@ class ChaosRun:
         report.checks.append(live.processes_check(self.supervisor, config.quiet_s))
         report.checks.append(live.crashes_check(self.supervisor, self.traffic_started))
         report.checks.append(live.faults_check(report.faults))
+        note_late_recoveries(report.faults, self.watcher)
         timings["check"] = time.monotonic() - step
         confirmed = sum(self.traffic.confirmed.values())
         failed = sum(self.traffic.failed.values())
@@ -198,6 +201,9 @@ class ChaosRun:
         )
         report.figures |= checks.figures(snapshot, self.policy)
         report.restarts = {n: c.restarts for n, c in self.supervisor.children.items()}
+        report.figures["machine load (1-min average) at start, end"] = (
+            f"{self.load_at_start:.1f}, {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
 
     def _env(self, bootstrap: str) -> dict[str, str]:
         inherited = {

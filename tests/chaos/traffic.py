@@ -216,18 +216,16 @@ class TrafficThread(threading.Thread):
         self.confirmed: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
         self.published = 0
-        self.done = threading.Event()
+        self.finished: float | None = None  # time.monotonic() the plan was all sent
 
     def run(self) -> None:
-        try:
-            for item in self.planned:
-                delay = self.started + item.at - time.monotonic()
-                if delay > 0 and self._halt.wait(delay):
-                    return
-                self.publish_now(item.event)
-            self.flush(120)
-        finally:
-            self.done.set()
+        for item in self.planned:
+            delay = self.started + item.at - time.monotonic()
+            if delay > 0 and self._halt.wait(delay):
+                return
+            self.publish_now(item.event)
+        self.finished = time.monotonic()
+        self.flush(120)
 
     def stop(self) -> None:
         self._halt.set()
