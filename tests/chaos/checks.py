@@ -18,8 +18,9 @@ They state what users rely on, from the topics alone (never a worker's state):
 Due times come from an oracle written here from the policy and the input
 events (``policy_due``), independent of the worker's rules: the retention rule
 kinds of ``agents/rules/retention.py`` (fixed, contract end, legal obligation,
-default), with the controller's overrides. Legal holds are not modelled; the
-chaos traffic places none.
+default), with the controller's overrides. A record covered by a legal hold is
+not required to be deleted until the hold is released (the chaos traffic places
+none; ``check`` on other pipelines may meet them).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from schemas.events import (
     ContractStarted,
     ErasureRequested,
     Event,
+    LegalHoldPlaced,
+    LegalHoldReleased,
     MarketingOptOutReceived,
     ObjectionReceived,
     PortabilityRequested,
@@ -166,6 +169,29 @@ def contract_facts(events: Iterable[Event], as_of: datetime | None = None) -> li
         )
         for cid in sorted(set(started) | set(ended))
     ]
+
+
+STILL_HELD = "still held"
+
+
+def held_until(record: RecordFact, events: Iterable[Event]) -> datetime | str | None:
+    """When the last legal hold covering ``record`` was released, ``STILL_HELD`` while one
+    is in place, None when no hold ever covered it."""
+    placed: dict[str, LegalHoldPlaced] = {}
+    released: dict[str, datetime] = {}
+    for e in events:
+        if isinstance(e, LegalHoldPlaced):
+            placed.setdefault(e.hold_id, e)
+        elif isinstance(e, LegalHoldReleased):
+            released.setdefault(e.hold_id, e.event_time)
+    ends: list[datetime] = []
+    for hold_id, hold in placed.items():
+        everything = not hold.categories and not hold.record_ids
+        if everything or record.category in hold.categories or record.record_id in hold.record_ids:
+            if hold_id not in released:
+                return STILL_HELD
+            ends.append(released[hold_id])
+    return max(ends, default=None)
 
 
 def policy_due(
@@ -311,12 +337,20 @@ def due_records_deleted(
     )
     outputs = Outputs.of(snapshot)
     subjects = _by_subject(snapshot)
-    not_yet = 0
+    not_yet = held = 0
     for key, facts in record_facts(a.model for a in snapshot.events).items():
         record = facts[0]
-        due = policy_due(record, contract_facts(subjects[record.subject_id]), policy)
+        events = subjects[record.subject_id]
+        due = policy_due(record, contract_facts(events), policy)
         if due is None:
             continue
+        hold = held_until(record, events)
+        if hold is not None:
+            held += 1
+            if hold == STILL_HELD:
+                continue
+            assert isinstance(hold, datetime)
+            due = max(due, hold)
         if due + grace > now:
             not_yet += 1
             continue
@@ -333,6 +367,8 @@ def due_records_deleted(
                 f"{', '.join(sorted(commands))} never acknowledged"
             )
     check.notes.append(f"{not_yet} record(s) due too recently to require")
+    if held:
+        check.notes.append(f"{held} record(s) under a legal hold: due once it is released")
     return check
 
 

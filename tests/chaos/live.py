@@ -80,7 +80,7 @@ def lag_check(lags: dict[str, int], took: float | None) -> Check:
         if lag:
             check.violations.append(f"group {group}: {lag} record(s) not committed")
     if took is not None:
-        check.notes.append(f"reached zero {took:.0f}s after the traffic ended")
+        check.notes.append(f"reached zero after {took:.0f}s of waiting")
     return check
 
 

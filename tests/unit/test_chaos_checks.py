@@ -24,6 +24,8 @@ from schemas.events import (
     ErasureRequested,
     Event,
     IdentityEvidenceReceived,
+    LegalHoldPlaced,
+    LegalHoldReleased,
     MarketingOptOutReceived,
     RecordRegistered,
 )
@@ -311,6 +313,28 @@ def test_an_acknowledged_delete_passes_and_recent_dues_are_not_required_yet() ->
     )
     assert early_check.ok
     assert early_check.checked == 0
+
+
+def test_a_held_record_is_due_only_once_its_hold_is_released() -> None:
+    hold = ev(
+        LegalHoldPlaced,
+        1,
+        "ev-hold",
+        hold_id="hold-1",
+        reason="dispute",
+        case_reference="CASE-1",
+        categories=[DataCategory.CALL_RECORDING],
+    )
+    other = registered("r-crm", "crm", DataCategory.CORRESPONDENCE, LegalBasis.CONTRACT)
+    still_held = checks.due_records_deleted(
+        snap([recording(), hold, other]), DEMO, T0 + timedelta(minutes=5), GRACE
+    )
+    assert still_held.checked == 1  # only the CRM record, which the hold does not cover
+    assert "r-crm" in still_held.violations[0]
+    released = ev(LegalHoldReleased, 50, "ev-release", hold_id="hold-1")
+    events = [recording(), hold, released]
+    assert checks.due_records_deleted(snap(events), DEMO, NOW, GRACE).ok  # released at 50 s
+    assert not checks.due_records_deleted(snap(events), DEMO, NOW + GRACE, GRACE).ok
 
 
 # -- one command id per record -----------------------------------------------------------------
