@@ -35,6 +35,7 @@ REQUIRED_ALERTS = {
     "LifecycleCommandEscalated",
     "LifecycleTimerLagHigh",
     "LifecycleDeadLetterRateHigh",
+    "LifecycleItemsParked",
     "LifecycleConsumerLagGrowing",
     "LifecycleWorkerDown",
 }

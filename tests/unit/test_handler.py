@@ -15,6 +15,7 @@ from tenacity import wait_none
 import agents.handler as handler_module
 from agents.audit_chain import ChainHead, verify_chain
 from agents.clock import FakeClock
+from agents.failures import RetryPolicy
 from agents.handler import Handler, RawMessage
 from agents.metrics import LifecycleMetrics
 from agents.rules.policy import load_policy
@@ -193,7 +194,7 @@ def test_unreachable_registry_is_retried_not_dead_lettered(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler: Handler = world["handler"]
-    handler.registry_retry_wait = wait_none()
+    handler.retry = RetryPolicy(wait=wait_none())
     real_decode = CODEC.decode
     failures = iter([RegistryUnavailable("down"), RegistryUnavailable("still down")])
 
