@@ -485,9 +485,11 @@ def no_dead_letters(snapshot: Snapshot) -> Check:
     )
     check.checked = len(snapshot.events) + len(snapshot.dead_letters)
     for d in snapshot.dead_letters:
+        # Parked items (decoded, not processed or not delivered) say why in failure_class.
+        why = getattr(d.model, "failure_class", None) or d.model.reason_class
         check.violations.append(
             f"dead letter from {d.model.topic}[{d.model.partition}]@{d.model.offset}: "
-            f"{d.model.reason_class.value}: {d.model.reason}"
+            f"{why.value}: {d.model.reason}"
         )
     for u in snapshot.undecodable:
         check.violations.append(f"undecodable record at {_where(u)}: {u.model}")
