@@ -16,7 +16,8 @@ class ChaosConfig(BaseSettings):
 
     # Traffic: this many simulated customers (about 7 events each) over ``traffic_s``.
     customers: int = Field(default=600, ge=1, le=100_000)
-    traffic_s: float = Field(default=150.0, gt=20)
+    # Long enough for every fault to come while traffic flows on a loaded 2-core machine.
+    traffic_s: float = Field(default=180.0, gt=20)
     seed: int = 9
     # Faults, comma-separated, from ALL_FAULTS; "none" runs traffic without faults.
     faults: str = ",".join(ALL_FAULTS)

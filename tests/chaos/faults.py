@@ -168,6 +168,8 @@ class FaultRunner:
                 "(a slow machine: raise CHAOS_TRAFFIC_S)"
             )
             return
+        if record.at_s > ctx.config.traffic_s:
+            record.notes.append("injected after the traffic window (only probes flowing)")
         try:
             act()
         except Exception as exc:
