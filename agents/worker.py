@@ -15,7 +15,7 @@ import faust.streams as faust_streams
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agents import __version__
-from agents.chain_heads import TopicChainHeads
+from agents.audit_writer import AuditWriter, KafkaAuditTopic
 from agents.clock import Clock, SystemClock
 from agents.failures import RetryPolicy, Step
 from agents.faust_app import make_app, raw_topic
@@ -130,11 +130,18 @@ def build_pipeline(
         extra_topic_configs=CHANGELOG_CONFIG,
     )
     schedule = Schedule()
-    chain = TopicChainHeads(
+    audit_topic = KafkaAuditTopic(
         topic=names.audit,
-        consumer_config={"bootstrap.servers": bootstrap, **settings.security.confluent_config()},
+        app_id=settings.app_id,
+        client_config={"bootstrap.servers": bootstrap, **settings.security.confluent_config()},
         codec=codec,
         clock=clock,
+        on_unreadable=lambda _p, _o: metrics.observe_audit_error("read_head", "unreadable"),
+    )
+    audit = AuditWriter(
+        key=settings.audit_hmac_key.get_secret_value().encode(),
+        metrics=metrics,
+        open_log=audit_topic.open,
     )
     handler = Handler(
         codec=codec,
@@ -142,11 +149,10 @@ def build_pipeline(
         clock=clock,
         names=names,
         metrics=metrics,
-        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
         subjects=subjects,
         schedule_table=schedule_table,
         schedule=schedule,
-        chain=chain,
+        audit=audit,
         send=send,
         retry=RetryPolicy(attempts=settings.retry_attempts, max_seconds=settings.retry_max_seconds),
     )
@@ -170,9 +176,16 @@ def build_pipeline(
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
-        # Another worker may own these partitions now: forget derived state.
+        # Another worker may own these partitions now: forget derived state,
+        # and close the audit producers (the next owner fences them anyway).
+        # Faust's rebalance is eager (everything is revoked), like this.
         schedule.clear()
-        chain.forget()
+        await audit.release()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_audit(_app: Any, **_: Any) -> None:
+        # After the consumer stopped, so no batch is still appending.
+        await audit.close()
 
     @app.timer(interval=TICK_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def wake_due_subjects() -> None:
