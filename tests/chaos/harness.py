@@ -15,9 +15,13 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from confluent_kafka import KafkaException
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from agents.rules.policy import load_policy
 from streams.admin import ensure_topics
@@ -94,7 +98,14 @@ class ChaosRun:
         try:
             self._run(began)
         except BaseException as exc:
-            self.report.error = f"{type(exc).__name__}: {exc}"
+            where = traceback.extract_tb(exc.__traceback__)[-3:]
+            self.report.error = (
+                f"{type(exc).__name__}: {exc} (at "
+                + " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(where))
+                + ")"
+            )
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            (self.workdir / "error.txt").write_text(traceback.format_exc())
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -120,7 +131,16 @@ class ChaosRun:
             var_dir=self.workdir / "downstream",
             policy_path=DEMO_POLICY,
         )
-        ensure_topics(self.settings, bootstrap, self.systems)
+        # Right after creating topics, a node that has not yet seen them answers the
+        # drift check with UNKNOWN_TOPIC_OR_PART; creation is idempotent, so try again.
+        for attempt in Retrying(
+            retry=retry_if_exception_type(KafkaException),
+            stop=stop_after_attempt(4),
+            wait=wait_fixed(1.0),
+            reraise=True,
+        ):
+            with attempt:
+                ensure_topics(self.settings, bootstrap, self.systems)
         self.env = self._env(bootstrap)
         self.admin = admin_client(bootstrap)
         codec = Codec()
