@@ -40,7 +40,8 @@ class FaultRecord:
     recovered_s: float | None = None  # None: probes not through within the timeout
     injected: bool = True
     notes: list[str] = field(default_factory=list)
-    # For a late look at probes that were not through by the timeout.
+    # When the probes got through after all, for a fault not recovered by the timeout.
+    late_s: float | None = None
     began: float = 0.0
     probes: list[str] = field(default_factory=list)
 
@@ -198,8 +199,7 @@ def note_late_recoveries(records: list[FaultRecord], watcher: ProbeWatcher) -> N
             continue
         times = [watcher.through(s) for s in record.probes]
         if all(t is not None for t in times):
-            late = max(t for t in times if t is not None) - record.began
-            record.notes.append(f"probes through {late:.1f}s after the fault (past the timeout)")
+            record.late_s = max(t for t in times if t is not None) - record.began
         else:
             missing = sum(1 for t in times if t is None)
             record.notes.append(f"{missing} of {len(times)} probe(s) never got through")

@@ -136,4 +136,8 @@ def update_doc(path: Path, report: RunReport) -> None:
 
 
 def _recovery(f: FaultRecord) -> str:
-    return "not recovered" if f.recovered_s is None else f"{f.recovered_s:.1f} s"
+    if f.recovered_s is not None:
+        return f"{f.recovered_s:.1f} s"
+    if f.late_s is not None:
+        return f"{f.late_s:.1f} s (past the probe timeout)"
+    return "not recovered" if f.injected else "not injected"
