@@ -64,6 +64,7 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
         # A crashed worker's group membership is given up within seconds, so
         # its partitions move to a live worker quickly.
         broker_session_timeout=10.0,
+        broker_commit_interval=settings.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=60.0,
         table_standby_replicas=settings.standby_replicas,
