@@ -14,18 +14,22 @@ restore, hence the wait for A's state before the kill.)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from schemas.audit import AuditEvent
 from schemas.events import AccessRequested, ErasureRequested, Event
 from schemas.responses import RequestResponse
 from tests.integration.events import desk_request
 from tests.integration.pipeline import Pipeline, pipelines, wait_for
+from tests.integration.topic_tail import (
+    Tail,
+    changelog_records,
+    committed_offsets,
+    decided,
+    end_offsets,
+)
 
 PARTITIONS = 6
 REQUESTS = 1500
@@ -55,20 +59,14 @@ def worker_b(worker_a: Pipeline, tmp_path: Path) -> Iterator[Pipeline]:
 
 @pytest.fixture
 def audit(worker_a: Pipeline) -> Iterator[Tail]:
-    tail = Tail(worker_a, worker_a.names.audit)
-    try:
+    with Tail(worker_a, worker_a.names.audit) as tail:
         yield tail
-    finally:
-        tail.close()
 
 
 @pytest.fixture
 def responses(worker_a: Pipeline) -> Iterator[Tail]:
-    tail = Tail(worker_a, worker_a.names.responses)
-    try:
+    with Tail(worker_a, worker_a.names.responses) as tail:
         yield tail
-    finally:
-        tail.close()
 
 
 def requests(n: int) -> list[Event]:
@@ -79,84 +77,6 @@ def requests(n: int) -> list[Event]:
     ]
 
 
-def offsets(pipeline: Pipeline, topic: str) -> tuple[list[int | None], list[int]]:
-    """The consumer group's committed offset (None: nothing committed) and the end offset
-    of each partition of ``topic``."""
-    consumer = Consumer(
-        {
-            **pipeline.client_config,
-            "group.id": pipeline.settings.app_id,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        committed = [tp.offset if tp.offset >= 0 else None for tp in consumer.committed(tps, 10)]
-        ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
-    finally:
-        consumer.close()
-    return committed, ends
-
-
-def state_records(pipeline: Pipeline) -> int:
-    """Records in the worker's table changelogs (Faust names them ``<app id>-*-changelog``):
-    state a worker taking over must first restore."""
-    consumer = Consumer({**pipeline.client_config, "group.id": "reader"})
-    try:
-        topics = consumer.list_topics(timeout=10).topics
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-            for name, meta in topics.items()
-            if name.startswith(f"{pipeline.settings.app_id}-") and name.endswith("-changelog")
-            for p in meta.partitions
-        )
-    finally:
-        consumer.close()
-
-
-class Tail:
-    """Everything written to one of the pipeline's topics so far, decoded.
-
-    One consumer follows the topic for the whole test, so each look costs only
-    what was appended since the last.
-    """
-
-    def __init__(self, pipeline: Pipeline, topic: str) -> None:
-        self.pipeline = pipeline
-        self.topic = topic
-        self.models: list[Any] = []
-        self.read_to = [0] * PARTITIONS
-        self.consumer = Consumer(
-            {**pipeline.client_config, "group.id": "reader", "enable.auto.commit": False}
-        )
-        self.consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)]
-        )
-
-    def now(self) -> list[Any]:
-        _, ends = offsets(self.pipeline, self.topic)
-        while any(read < end for read, end in zip(self.read_to, ends, strict=True)):
-            for msg in self.consumer.consume(500, timeout=1.0):
-                partition, offset = msg.partition(), msg.offset()
-                if msg.error() or partition is None or offset is None:
-                    continue
-                self.read_to[partition] = offset + 1
-                self.models.append(
-                    self.pipeline.codec.decode(
-                        msg.value(), msg.key(), now=datetime.now(UTC), check_key=False
-                    )
-                )
-        return self.models
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
-def decided(audit: Tail) -> set[str]:
-    """Ids of the input events some audit entry names: the events decided so far."""
-    return {e for a in audit.now() if isinstance(a, AuditEvent) for e in a.event_ids_in}
-
-
 def all_decided_and_committed(
     pipeline: Pipeline, topic: str, at: dict[tuple[int, int], str], audit: Tail
 ) -> bool:
@@ -164,7 +84,8 @@ def all_decided_and_committed(
     a committed offset has passed an event not decided."""
     # Committed offsets first: whatever lies below them was decided (its audit
     # entry written) before the commit, so before the audit is read.
-    committed, ends = offsets(pipeline, topic)
+    committed = committed_offsets(pipeline, topic)
+    ends = end_offsets(pipeline, topic)
     done = decided(audit)
     for p, upto in enumerate(committed):
         undecided = [off for off in range(upto or 0) if at[(p, off)] not in done]
@@ -203,22 +124,23 @@ def test_worker_killed_before_its_first_commit_loses_no_request(
 
     worker_a.start()
     wait_for(
-        lambda: state_records(worker_a) >= STATE_BEFORE_KILL,
+        lambda: changelog_records(worker_a) >= STATE_BEFORE_KILL,
         60,
         "worker A stored too little state",
         alive=worker_a.process,
         interval=0.05,
     )
     worker_a.kill()
-    committed, _ = offsets(worker_a, topic)
-    assert committed == [None] * PARTITIONS, "worker A committed before it was killed"
+    assert committed_offsets(worker_a, topic) == [None] * PARTITIONS, (
+        "worker A committed before it was killed"
+    )
     left = set(at.values()) - decided(audit)
     assert left, "worker A decided every request before it was killed"
 
     worker_b.start()
     wait_for(
         lambda: all_decided_and_committed(worker_b, topic, at, audit),
-        45,
+        30,
         f"worker B left requests undecided ({len(left)} were left by A)",
         alive=worker_b.process,
     )
