@@ -60,12 +60,15 @@ bench: install ## Run the benchmarks (codec throughput, worker throughput, tick 
 	$(BIN)/python bench/tick_bench.py
 	$(BIN)/python bench/desk_bench.py
 
+bench-failover: install ## Restore rate from changelogs and failover time with/without standby replicas (minutes)
+	$(BIN)/python bench/failover_bench.py
+
 clean: ## Stop local brokers and remove the venv, caches and local data (var/)
 	-test -x $(BIN)/lifecycle && $(BIN)/lifecycle kafka down --all
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
 
 
-.PHONY: help install tools run worker test test-unit test-integration lint compat chaos bench clean kafka-up kafka-down
+.PHONY: help install tools run worker test test-unit test-integration lint compat chaos bench bench-failover clean kafka-up kafka-down
 
 KAFKA_NAME ?= dev
 KAFKA_NODES ?= 1

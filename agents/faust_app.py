@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
 from streams.settings import Settings
@@ -45,10 +47,57 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     return None
 
 
+class StreamSafeConsumer(aiokafka_driver.Consumer):
+    """Faust's aiokafka consumer, whose seek to committed offsets is authoritative.
+
+    Faust drops records it has fetched but not delivered (a batch cut short
+    when the flow stops, records of a partition paused by the time its batch
+    arrives) and relies on ``perform_seek`` -> ``seek_to_committed`` to read
+    them again. aiokafka seeks only where a committed offset above 0 exists,
+    so a stream partition with nothing committed yet (a fresh deployment, a
+    worker killed before its first commit) would stay past the dropped
+    records, and Faust, which skips its gap check when nothing is committed,
+    would then commit past them. Such a partition is sought to offset 0
+    instead: with ``consumer_auto_offset_reset="earliest"`` an offset below
+    the log start resolves to the log start, without a ListOffsets request
+    (which would wait behind the long-polling fetch). Changelog partitions are
+    left alone: recovery positions them itself.
+    """
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = await super().seek_to_committed()
+        for tp, offset in committed.items():
+            if not offset and not self._is_changelog_tp(tp):
+                await self.seek(tp, 0)
+        return committed
+
+
+class StreamSafeTransport(aiokafka_driver.Transport):
+    Consumer = StreamSafeConsumer
+
+
+def hold_fetching_until_streams_resume(app: faust.App) -> None:
+    """Deliver no stream record between recovery's resume and its queue clear.
+
+    When recovery completes, Faust resumes the stream partitions while the
+    consumer flow is still running (it ran for the changelogs), awaits the
+    seek to committed offsets, and only then resumes flow control, which
+    clears every stream's queue: records delivered in between are dropped
+    without being processed or acknowledged. Stopping the flow here (the
+    signal is sent first thing) keeps them in the broker until
+    ``consumer.resume_flow()`` runs after the clear; they are then fetched
+    from the position the seek set.
+    """
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def stop_flow(_app: Any, **_: Any) -> None:
+        app.consumer.stop_flow()
+
+
 def make_app(settings: Settings, bootstrap: str) -> faust.App:
     # Faust creates only the last level of its data dir.
     settings.worker_data_dir.parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=broker_urls(bootstrap),
         broker_credentials=broker_credentials(settings),
@@ -64,11 +113,18 @@ def make_app(settings: Settings, bootstrap: str) -> faust.App:
         # A crashed worker's group membership is given up within seconds, so
         # its partitions move to a live worker quickly.
         broker_session_timeout=10.0,
+        broker_commit_interval=settings.commit_interval_s,
+        # A partition with nothing committed is read from its log start
+        # (StreamSafeConsumer relies on it too).
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=60.0,
         table_standby_replicas=settings.standby_replicas,
         autodiscover=False,
     )
+    # Set before anything creates the default transport (and its consumer).
+    app.transport = StreamSafeTransport(app.conf.broker_consumer, app)
+    hold_fetching_until_streams_resume(app)
+    return app
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # Faust keeps this many warm copies of each table partition on other
     # workers, so a failover does not replay the changelog (needs 2+ workers).
     standby_replicas: int = Field(default=1, ge=0, le=3)
+    # How often the worker commits the offsets of decided events (Faust's
+    # broker_commit_interval): a crash replays at most about this much input.
+    commit_interval_s: float = Field(default=2.8, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # A transient failure (broker, leader, network, schema registry) is retried
     # up to this many times and this long, then the worker stops without
