@@ -4,16 +4,18 @@ open or overdue, and the answer a subject was sent.
 Read-only. Sources:
 
 * **Subject state**: the worker's Faust table ``subjects`` is backed by the
-  compacted changelog topic ``<app_id>-subjects-changelog`` (key: subject id
-  bytes, value: ``SubjectState`` JSON, a tombstone once nothing is left). The
-  desk reads every partition from the start to the high watermark and keeps
-  the last value per key (``latest_states``). It is as fresh as the worker's
-  last committed write; it does not need the worker to be running.
+  compacted changelog topic ``<app_id>-subjects-changelog``, whose keys lay out
+  each subject's header, records, commands and bookkeeping (``agents.store.keys``;
+  a tombstone once an entry is gone). The desk reads every partition from the
+  start to the high watermark, keeps the last value per key and groups the
+  entries by subject (``latest_states``); a subject still in the previous
+  one-value format is converted as the worker would. It is as fresh as the
+  worker's last committed write; it does not need the worker to be running.
 * **Answers**: ``<prefix>.responses`` (Avro ``RequestResponse``); the latest
   response of a request (by ``issued_at``) is rendered: an access report as
   HTML, a refusal as its letter, a portability export as its JSON.
 
-The formatting and filtering functions are pure and take ``SubjectState``
+The formatting and filtering functions are pure and take ``SubjectSnapshot``
 objects; the Kafka functions at the bottom are thin.
 """
 
@@ -27,7 +29,10 @@ from typing import Any
 
 from agents.rights.deadlines import DeadlineBucket, deadline_bucket, uk_date
 from agents.rights.report import AccessReport, refusal_text, render_access_report_html
-from agents.rules.state import SubjectState
+from agents.rules.policy import Policy
+from agents.rules.snapshot import SubjectSnapshot
+from agents.store import keys, legacy
+from agents.store.memory import MemoryStore
 from schemas.responses import RequestResponse, ResponseStatus
 
 __all__ = [
@@ -66,7 +71,7 @@ class RequestRow:
     extended_months: int
 
 
-def _rows(state: SubjectState, now: datetime) -> Iterator[RequestRow]:
+def _rows(state: SubjectSnapshot, now: datetime) -> Iterator[RequestRow]:
     for request in state.requests.values():
         if request.final or request.placeholder:
             continue
@@ -79,13 +84,13 @@ def _rows(state: SubjectState, now: datetime) -> Iterator[RequestRow]:
             received_at=request.received_at,
             due_at=due,
             bucket=None if due is None else deadline_bucket(due, now),
-            pending_commands=len(request.pending_command_ids),
+            pending_commands=request.pending,
             extended_months=request.extended_months,
         )
 
 
 def open_requests(
-    states: Iterable[SubjectState], now: datetime, *, overdue_only: bool = False
+    states: Iterable[SubjectSnapshot], now: datetime, *, overdue_only: bool = False
 ) -> list[RequestRow]:
     """Open requests (not final) by due date, those awaiting identity last."""
     rows = [row for state in states for row in _rows(state, now)]
@@ -121,7 +126,7 @@ def format_requests(rows: list[RequestRow]) -> str:
     )
 
 
-def describe_subject(state: SubjectState, now: datetime) -> str:
+def describe_subject(state: SubjectSnapshot, now: datetime) -> str:
     """What is held, consents, holds, restriction, open requests and outstanding commands."""
     lines = [f"subject {state.subject_id}"]
     lines.append(f"restricted: {'yes' if state.restricted else 'no'}")
@@ -185,17 +190,39 @@ def describe_subject(state: SubjectState, now: datetime) -> str:
     return "\n".join(lines) + "\n"
 
 
-def latest_states(messages: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, SubjectState]:
-    """Reduce changelog (key, value) pairs in log order to the current table."""
-    table: dict[str, bytes] = {}
+def latest_states(
+    messages: Iterable[tuple[bytes | None, bytes | None]], policy: Policy, now: datetime
+) -> dict[str, SubjectSnapshot]:
+    """Reduce changelog (key, value) pairs in log order to each subject's current state.
+
+    ``policy`` and ``now`` are used only to convert a subject still stored in the
+    previous format (as the worker does when it meets it)."""
+    table: dict[bytes, bytes] = {}
     for key, value in messages:
         if key is None:
             continue
-        if value is None or not value:
-            table.pop(key.decode(), None)
+        if value is None:  # a tombstone (index entries have empty values, not none)
+            table.pop(key, None)
         else:
-            table[key.decode()] = value
-    return {k: SubjectState.model_validate_json(v) for k, v in sorted(table.items())}
+            table[key] = value
+    store = MemoryStore()
+    entries = store.partition(0)
+    for key, value in table.items():
+        if keys.is_legacy(key):
+            subject_id = key.decode()
+            if keys.header(subject_id) not in table:
+                entries.apply(legacy.convert(value, subject_id=subject_id, policy=policy, now=now))
+        else:
+            entries.apply([(key, value)])
+    subjects = sorted(
+        {keys.subject_of(k) or "" for k in entries.data if k[:1] == keys.HEADER} - {""}
+    )
+    out: dict[str, SubjectSnapshot] = {}
+    for subject_id in subjects:
+        snapshot = SubjectSnapshot.read(entries, subject_id)
+        if snapshot is not None:
+            out[subject_id] = snapshot
+    return out
 
 
 def latest_response(
@@ -282,9 +309,9 @@ def _read_topic(
 
 
 def read_states(
-    consumer_config: dict[str, str], app_id: str
-) -> dict[str, SubjectState]:  # pragma: no cover - needs a broker
-    return latest_states(_read_topic(consumer_config, changelog_topic(app_id)))
+    consumer_config: dict[str, str], app_id: str, policy: Policy, now: datetime
+) -> dict[str, SubjectSnapshot]:  # pragma: no cover - needs a broker
+    return latest_states(_read_topic(consumer_config, changelog_topic(app_id)), policy, now)
 
 
 def read_responses(

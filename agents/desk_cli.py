@@ -17,7 +17,8 @@ import click
 
 from agents import desk
 from agents.clock import SystemClock
-from agents.rules.state import SubjectState
+from agents.rules.policy import load_policy
+from agents.rules.snapshot import SubjectSnapshot
 from streams.settings import Settings
 
 
@@ -37,9 +38,14 @@ def _consumer_config(settings: Settings) -> dict[str, str]:  # pragma: no cover 
     return {"bootstrap.servers": bootstrap, **settings.security.confluent_config()}
 
 
-def _states(settings: Settings) -> dict[str, SubjectState]:  # pragma: no cover
+def _states(settings: Settings) -> dict[str, SubjectSnapshot]:  # pragma: no cover
     try:
-        return desk.read_states(_consumer_config(settings), settings.app_id)
+        return desk.read_states(
+            _consumer_config(settings),
+            settings.app_id,
+            load_policy(settings.policy_path),
+            SystemClock().now(),
+        )
     except (LookupError, TimeoutError) as exc:
         _fail(str(exc))
 

@@ -2,10 +2,16 @@
 
 All policy lives in the pure ``decide``; this module only moves bytes. The
 order matters for at-least-once delivery: every outgoing message is confirmed
-by the broker before the state is written, and Faust commits the source
-offset only after the producer (which also carries the table changelog) is
-flushed. A crash anywhere replays the event, and replays are harmless because
-command ids are stable and decisions deduplicate event ids.
+by the broker before the state is written (``StateStore.persist``: changelog
+confirmed, then the local store), and the source offsets are committed only
+after that. A crash anywhere replays the event, and replays are harmless
+because command ids are stable and decisions deduplicate event ids.
+
+A decision reads the subject's entries through a layer holding what earlier
+decisions of the same batch wrote. A subject still in the previous one-value
+format is converted when first met (``agents.store.legacy``). A stored value
+that cannot be read is quarantined (``_quarantine``): the value and the message
+are dead-lettered with the reason and counted, and the batch goes on.
 """
 
 from __future__ import annotations
@@ -13,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, Protocol
@@ -26,18 +31,19 @@ from agents.audit_chain import ChainHead, link
 from agents.clock import Clock
 from agents.metrics import LifecycleMetrics
 from agents.rules.context import Decision
-from agents.rules.decide import decide, next_due
+from agents.rules.decide import decide
 from agents.rules.policy import Policy
-from agents.rules.state import SubjectState
-from agents.scheduler import Schedule, ScheduleEntry
+from agents.store import keys, legacy
+from agents.store.base import MAX_MESSAGE_BYTES, StateStore
+from agents.store.codec import UnreadableState
+from agents.store.layer import Layer, Write
 from schemas.base import Frozen
 from schemas.commands import CommandAck
 from schemas.deadletter import DeadLetter, ReasonClass
 from schemas.events import INPUT_EVENTS, Event
 from schemas.internal import DueTick
-from schemas.responses import ResponseStatus
 from streams.codec import Codec, RegistryUnavailable
-from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter
+from streams.deadletter import ENVELOPE_BYTES, Decoded, decode_or_dead_letter, log_dead_letter
 from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,8 @@ log = logging.getLogger(__name__)
 # The audit decision that marks a command given up on (agents.rules.commands).
 ESCALATED = "command-escalated"
 REGISTRY_RETRY_WAIT = wait_exponential(multiplier=0.5, max=30)
+
+Output = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition
 
 
 @dataclass(frozen=True)
@@ -57,12 +65,55 @@ class RawMessage:
 
 
 @dataclass
-class _Batch:
-    """What a batch has decided so far: delivery futures, states to write."""
+class _Subject:
+    """One subject's writes in a batch, last value per key, in first-write order."""
 
+    partition: int
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def ordered(self) -> list[Write]:
+        # Entries first, then the header, then the seen-event marks: a crash that
+        # loses the tail never marks an event seen whose effects were lost.
+        body: list[Write] = []
+        header: list[Write] = []
+        seen: list[Write] = []
+        for key, value in self.writes.items():
+            ns = key[:1]
+            (header if ns == keys.HEADER else seen if ns == keys.SEEN else body).append(
+                (key, value)
+            )
+        return body + header + seen
+
+
+@dataclass
+class _Batch:
+    """What a batch has decided so far: delivery futures, read layers, writes."""
+
+    store: StateStore
     pending: list[Awaitable[Any]] = field(default_factory=list)
-    states: dict[bytes, SubjectState | None] = field(default_factory=dict)
-    writes: dict[bytes, tuple[Any, SubjectState | None]] = field(default_factory=dict)
+    layers: dict[int, Layer] = field(default_factory=dict)
+    subjects: dict[str, _Subject] = field(default_factory=dict)
+
+    def layer(self, partition: int) -> Layer:
+        if partition not in self.layers:
+            self.layers[partition] = Layer(self.store.entries(partition))
+        return self.layers[partition]
+
+    def write(self, subject_id: str, partition: int, writes: list[Write]) -> None:
+        self.layer(partition).apply(writes)
+        group = self.subjects.setdefault(subject_id, _Subject(partition))
+        for key, value in writes:
+            group.writes[key] = value
+
+    def by_partition(self) -> dict[int, list[Write]]:
+        out: dict[int, list[Write]] = {}
+        for group in self.subjects.values():
+            out.setdefault(group.partition, []).extend(group.ordered())
+        return out
+
+
+class OversizeOutput(Exception):
+    """A decision would write a message over ``MAX_MESSAGE_BYTES``: a bug, never sent."""
 
 
 class Sender(Protocol):
@@ -103,11 +154,10 @@ class Handler:
         names: TopicNames,
         metrics: LifecycleMetrics,
         audit_key: bytes,
-        subjects: MutableMapping[bytes, bytes],
-        schedule_table: MutableMapping[bytes, bytes],
-        schedule: Schedule,
+        store: StateStore,
         chain: ChainHeads,
         send: Sender,
+        state_topic: str = "state",
         registry_retry_wait: wait_base = REGISTRY_RETRY_WAIT,
         on_delivery_failure: Callable[[Exception], NoReturn] = exit_for_replay,
     ) -> None:
@@ -117,15 +167,16 @@ class Handler:
         self.names = names
         self.metrics = metrics
         self.audit_key = audit_key
-        self.subjects = subjects
-        self.schedule_table = schedule_table
-        self.schedule = schedule
+        self.store = store
         self.chain = chain
         self.send = send
+        # Where a quarantined value came from (the state changelog), for its dead letter.
+        self.state_topic = state_topic
         self.registry_retry_wait = registry_retry_wait
         self.on_delivery_failure = on_delivery_failure
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
+        self._quarantined: set[bytes] = set()
 
     def _expected(self, topic: str) -> tuple[type[Frozen], ...]:
         if topic == self._acks_topic:
@@ -135,32 +186,29 @@ class Handler:
         return INPUT_EVENTS
 
     async def handle(self, raw: RawMessage) -> None:
-        await self.handle_batch([(raw, None)])
+        await self.handle_batch([raw])
 
-    async def handle_batch(
-        self,
-        items: Sequence[tuple[RawMessage, Any]],
-        in_event: Callable[[Any], AbstractContextManager[object]] = lambda _: nullcontext(),
-    ) -> None:
-        """Decide a batch in order, wait once for all its outputs, then write states.
+    async def handle_batch(self, items: Sequence[RawMessage]) -> None:
+        """Decide a batch in order, wait once for all its outputs, then persist the state.
 
         One wait for the broker per batch instead of per message is what makes a
-        batch cheaper; the order of the guarantees is unchanged. Each item carries
-        an opaque token; ``in_event(token)`` is entered around that subject's table
-        write (Faust writes a table in the context of an event of the same partition).
+        batch cheaper; the order of the guarantees is unchanged: outputs confirmed,
+        then the state persisted (each subject's writes in its own partition), and
+        only then may the caller commit the batch's offsets.
         """
-        batch = _Batch()
-        for raw, token in items:
-            await self._decide_one(raw, token, batch)
+        batch = _Batch(self.store)
+        for raw in items:
+            await self._decide_one(raw, batch)
         try:
             await self._confirm(batch.pending)
         except Exception as exc:
             self._fail_stop(exc)
-        for key, (token, state) in batch.writes.items():
-            with in_event(token):
-                self._store(key, state)
+        try:
+            await self.store.persist(batch.by_partition())
+        except Exception as exc:
+            self._fail_stop(exc)
 
-    async def _decide_one(self, raw: RawMessage, token: Any, batch: _Batch) -> None:
+    async def _decide_one(self, raw: RawMessage, batch: _Batch) -> None:
         now = self.clock.now()
         decoded = await self._decode(raw, now)
         if isinstance(decoded, DeadLetter):
@@ -171,23 +219,43 @@ class Handler:
         self.metrics.observe_event(raw.topic, type(message).__name__)
         if isinstance(message, DueTick):
             self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
-        key = message.subject_id.encode()
+        subject_id = message.subject_id
         # A subject decided earlier in this batch continues from that decision.
-        state = batch.states[key] if key in batch.states else self._load(key)
-        if isinstance(message, CommandAck):
-            self._observe_ack(state, message)
+        layer = batch.layer(raw.partition)
         try:
-            decision = decide(state, message, now, self.policy)
+            migrated = self._migrate(layer, subject_id, now)
+            decision = decide(layer, message, now, self.policy)
+        except UnreadableState as exc:
+            await self._quarantine(raw, message, exc, now, batch)
+            return
         except Exception as exc:  # a message the rules cannot take must not stop the worker
             await self._enqueue_dead_letter(self._rejected(raw, message, exc, now), batch)
             return
-        self._observe_requests(state, decision.state)
+        head = await self.chain.head(raw.partition) if decision.audit else None
         try:
-            batch.pending.extend(await self._enqueue(decision, raw.partition, now))
+            outputs, head = self._outputs(decision, raw.partition, now, head)
+        except OversizeOutput as exc:
+            await self._enqueue_dead_letter(self._rejected(raw, message, exc, now), batch)
+            return
+        try:
+            batch.pending.extend(await self._enqueue(outputs, decision))
         except Exception as exc:
             self._fail_stop(exc)
-        batch.states[key] = decision.state
-        batch.writes[key] = (token, decision.state)
+        if head is not None:
+            self.chain.advance(raw.partition, head)
+        batch.write(subject_id, raw.partition, migrated + decision.writes)
+        self._observe(decision)
+
+    def _migrate(self, layer: Layer, subject_id: str, now: datetime) -> list[Write]:
+        """Convert a subject still stored in the previous format (once), into ``layer``."""
+        if layer.get(keys.header(subject_id)) is not None:
+            return []
+        raw = layer.get(subject_id.encode())
+        if raw is None:
+            return []
+        writes = legacy.convert(raw, subject_id=subject_id, policy=self.policy, now=now)
+        layer.apply(writes)
+        return writes
 
     def _fail_stop(self, exc: Exception) -> NoReturn:
         # Faust acks an event whose agent raised, and would then commit its
@@ -245,6 +313,57 @@ class Handler:
             original_value_size=len(raw.value or b""),
         )
 
+    async def _quarantine(
+        self, raw: RawMessage, message: Frozen, exc: UnreadableState, now: datetime, batch: _Batch
+    ) -> None:
+        """A stored value cannot be read: the value (once) and the message are
+        dead-lettered with the reason and counted; the subject's messages wait
+        there (replayable) until the value is repaired, and the partition goes on."""
+        self.metrics.observe_unreadable_state()
+        log.error(
+            "unreadable stored state in partition %d: %s; the subject's messages are "
+            "dead-lettered until it is repaired",
+            raw.partition,
+            exc.reason,
+        )
+        if exc.key not in self._quarantined:
+            self._quarantined.add(exc.key)
+            key = exc.key[:4096]
+            limit = max(0, self.codec.max_message_bytes - ENVELOPE_BYTES - len(key))
+            self.metrics.observe_dead_letter(self.state_topic, ReasonClass.INVALID_MODEL.value)
+            await self._enqueue_dead_letter(
+                DeadLetter(
+                    topic=self.state_topic,
+                    partition=raw.partition,
+                    offset=-1,
+                    original_key=key,
+                    original_value=exc.raw[:limit],
+                    reason_class=ReasonClass.INVALID_MODEL,
+                    reason=f"unreadable stored state: {exc.reason}"[:1000],
+                    failed_at=now,
+                    original_value_size=len(exc.raw),
+                ),
+                batch,
+            )
+        self.metrics.observe_dead_letter(raw.topic, ReasonClass.INVALID_MODEL.value)
+        await self._enqueue_dead_letter(
+            DeadLetter(
+                topic=raw.topic,
+                partition=raw.partition,
+                offset=raw.offset,
+                original_key=raw.key,
+                original_value=raw.value,
+                reason_class=ReasonClass.INVALID_MODEL,
+                reason=(
+                    f"the subject's stored state is unreadable ({exc.reason}); replay this "
+                    f"{type(message).__name__} once it is repaired"
+                )[:1000],
+                failed_at=now,
+                original_value_size=len(raw.value or b""),
+            ),
+            batch,
+        )
+
     async def _enqueue_dead_letter(self, dead: DeadLetter, batch: _Batch) -> None:
         log_dead_letter(dead, log)
         try:
@@ -256,93 +375,65 @@ class Handler:
         except Exception as exc:
             self._fail_stop(exc)
 
-    def _observe_requests(self, before: SubjectState | None, after: SubjectState | None) -> None:
-        """Count requests that opened or reached a final status in this decision."""
-        if after is None:
-            return
-        old = {} if before is None else before.requests
-        for request_id, request in after.requests.items():
-            if request.placeholder:
-                continue
-            previous = old.get(request_id)
-            if previous is None or previous.placeholder:
-                self.metrics.observe_request_received(request.request_type.value)
-            if request.final and (previous is None or not previous.final):
-                self.metrics.observe_request_closed(
-                    request.request_type.value, request.status.value
-                )
+    def _observe(self, decision: Decision) -> None:
+        notes = decision.notes
+        for request_type in notes.requests_opened:
+            self.metrics.observe_request_received(request_type)
+        for request_type, status in notes.requests_closed:
+            self.metrics.observe_request_closed(request_type, status)
+        for system, action, outcome, latency in notes.acks:
+            self.metrics.observe_ack(system, action, outcome, latency)
 
-    def _observe_ack(self, state: SubjectState | None, ack: CommandAck) -> None:
-        tracked = None if state is None else state.commands.get(ack.command_id)
-        if tracked is None:
-            return  # a duplicate or unknown ack: decide() audits it
-        latency = (ack.acked_at - tracked.sent_at).total_seconds()
-        self.metrics.observe_ack(
-            ack.system, tracked.command.action.value, ack.outcome.value, latency
-        )
-
-    def _load(self, key: bytes) -> SubjectState | None:
-        blob = self.subjects.get(key)
-        return None if blob is None else SubjectState.model_validate_json(blob)
-
-    def _store(self, key: bytes, state: SubjectState | None) -> None:
-        entry = None if state is None else schedule_entry(state)
-        if state is None:
-            self.subjects.pop(key, None)
-        else:
-            self.subjects[key] = state.model_dump_json().encode()
-        if entry is None or entry.empty:
-            self.schedule_table.pop(key, None)
-            entry = None
-        else:
-            self.schedule_table[key] = entry.to_bytes()
-        self.schedule.update(key.decode(), entry)
-
-    async def _enqueue(
-        self, decision: Decision, partition: int, now: datetime
-    ) -> list[Awaitable[Any]]:
-        """Hand every output to the producer, in order; return their delivery futures."""
-        pending: list[Awaitable[Any]] = []
+    def _outputs(
+        self, decision: Decision, partition: int, now: datetime, head: ChainHead | None
+    ) -> tuple[list[Output], ChainHead | None]:
+        """Every output of a decision, encoded in order (and the audit chain's new
+        head). Raises ``OversizeOutput``, before anything is sent, when one
+        message or state entry would pass ``MAX_MESSAGE_BYTES``."""
+        out: list[Output] = []
         for command in decision.commands:
             topic = self.names.command(command.target_system)
-            pending.append(
-                await self.send(
-                    topic, command.subject_id.encode(), self.codec.encode(command), None
-                )
-            )
+            out.append((topic, command.subject_id.encode(), self.codec.encode(command), None))
+        for response in decision.responses:
+            value = self.codec.encode(response)
+            out.append((self.names.responses, response.subject_id.encode(), value, None))
+        if decision.more:
+            # Work is left (a page of a long job): the subject is ticked again at once.
+            tick = DueTick(subject_id=decision.subject_id, due_at=now, sent_at=now)
+            out.append((self._ticks_topic, tick.subject_id.encode(), self.codec.encode(tick), None))
+        if head is not None:
+            # The chain head is per partition; audit events go to the same
+            # partition number as the event that caused them.
+            for entry in decision.audit:
+                event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
+                head = ChainHead.of(event)
+                out.append((self.names.audit, None, self.codec.encode(event), partition))
+        for topic, _key, value, _partition in out:
+            if len(value) > MAX_MESSAGE_BYTES:
+                raise OversizeOutput(f"{len(value)} bytes to {topic}")
+        for key, stored in decision.writes:
+            if stored is not None and len(key) + len(stored) > MAX_MESSAGE_BYTES:
+                raise OversizeOutput(f"a state entry of {len(stored)} bytes")
+        return out, head
+
+    async def _enqueue(self, outputs: list[Output], decision: Decision) -> list[Awaitable[Any]]:
+        """Hand every output to the producer, in order; return their delivery futures."""
+        pending = [await self.send(topic, key, value, p) for topic, key, value, p in outputs]
+        for command in decision.commands:
             if command.attempt > 1:
                 self.metrics.observe_resend(command.target_system, command.action.value)
             else:
                 self.metrics.observe_command(
                     command.target_system, command.action.value, command.rule_id
                 )
-        for response in decision.responses:
-            pending.append(
-                await self.send(
-                    self.names.responses,
-                    response.subject_id.encode(),
-                    self.codec.encode(response),
-                    None,
+        for entry in decision.audit:
+            self.metrics.observe_decision(entry.rule_id, entry.decision)
+            if entry.decision == ESCALATED:
+                self.metrics.observe_escalation(
+                    entry.details.get("system", "unknown"),
+                    entry.details.get("action", "unknown"),
                 )
-            )
-        if decision.audit:
-            # The chain head is per partition; audit events go to the same
-            # partition number as the event that caused them.
-            head = await self.chain.head(partition)
-            for entry in decision.audit:
-                event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
-                head = ChainHead.of(event)
-                pending.append(
-                    await self.send(self.names.audit, None, self.codec.encode(event), partition)
-                )
-                self.metrics.observe_decision(entry.rule_id, entry.decision)
-                if entry.decision == ESCALATED:
-                    self.metrics.observe_escalation(
-                        entry.details.get("system", "unknown"),
-                        entry.details.get("action", "unknown"),
-                    )
-                self.metrics.observe_audit(entry.decision)
-            self.chain.advance(partition, head)
+            self.metrics.observe_audit(entry.decision)
         return pending
 
     @staticmethod
@@ -351,22 +442,3 @@ class Handler:
         # and before the offset can be committed.
         if pending:
             await asyncio.gather(*pending)
-
-
-def schedule_entry(state: SubjectState) -> ScheduleEntry:
-    when = next_due(state)
-    return ScheduleEntry(
-        due_ms=None if when is None else to_ms(when),
-        requests=tuple(
-            (r.request_type.value, to_ms(r.due_at))
-            for r in state.requests.values()
-            # Evidence held before its request arrives is not an open request,
-            # and the legal clock of a request awaiting identity has not started.
-            if not r.final
-            and not r.placeholder
-            and r.status is not ResponseStatus.AWAITING_IDENTITY
-        ),
-        outstanding=tuple(
-            (c.command.target_system, to_ms(c.sent_at)) for c in state.commands.values()
-        ),
-    )

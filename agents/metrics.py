@@ -144,6 +144,7 @@ METRIC_NAMES: Final = (
     "lifecycle_requests_open",
     "lifecycle_audit_events_written_total",
     "lifecycle_consumer_lag",
+    "lifecycle_state_unreadable_total",
 )
 
 # A label value: identifiers, topic names, versions. No '@', spaces or other
@@ -214,6 +215,7 @@ class LifecycleMetrics:
     requests_open: Gauge
     audit_events_written: Counter
     consumer_lag: Gauge
+    state_unreadable: Counter
     registry: CollectorRegistry = field(repr=False, compare=False)
 
     @classmethod
@@ -343,6 +345,12 @@ class LifecycleMetrics:
                 ["topic", "partition"],
                 registry=r,
             ),
+            state_unreadable=Counter(
+                "lifecycle_state_unreadable_total",
+                "Stored state values the worker could not read (quarantined: dead-lettered "
+                "with the reason, the subject's messages with them).",
+                registry=r,
+            ),
             registry=r,
         )
         bundle.worker_info.labels(_lv(version), _lv(policy_version)).set(1)
@@ -391,6 +399,9 @@ class LifecycleMetrics:
 
     def observe_audit(self, event_type: str) -> None:
         self.audit_events_written.labels(_lv(event_type)).inc()
+
+    def observe_unreadable_state(self) -> None:
+        self.state_unreadable.inc()
 
     # -- commands ----------------------------------------------------------
     def observe_command(self, system: str, action: str, rule_id: str) -> None:

@@ -1,7 +1,10 @@
 """Registering the records systems hold about a subject (N3, N4, N14).
 
 Every record is registered with category, source, system, legal basis,
-purpose and controller, and scheduled by ``retention.schedule``.
+purpose and controller, and scheduled by ``retention.schedule``. Its
+generation is the id of the event that registered it: registered again after
+its deletion was confirmed, it is a new generation, so its next DELETE has a
+new command id and a downstream system that remembers the first one acts again.
 
 N14: call recordings are for training and security only. A registration of a
 recording with a marketing purpose is refused: the audit entry says so and the
@@ -39,6 +42,7 @@ def register(
     contract_id: str | None,
     fields: list[str],
     registered_at: datetime,
+    generation: str,
 ) -> RecordState | None:
     target = ctx.policy.system(system)
     if target is None:
@@ -102,9 +106,11 @@ def register(
             provided_by_subject=source is DataSource.SUBJECT,
             fields=sorted(set(fields)),
             registered_at=registered_at,
+            generation=generation,
         )
     record = retention.schedule(ctx, record)
     ctx.records[key] = record
+    ctx.registered.append(key)
     ctx.audit(
         record.rule_id or ids.N3_REGISTER,
         "retention-scheduled",
@@ -134,6 +140,7 @@ def on_call_recorded(ctx: Ctx, event: CallRecorded) -> None:
         contract_id=None,
         fields=[],
         registered_at=event.event_time,
+        generation=event.event_id,
     )
     if record is not None:
         _refuse_recording_on_marketing_system(ctx, record)
@@ -168,6 +175,7 @@ def on_record_registered(ctx: Ctx, event: RecordRegistered) -> None:
         contract_id=event.contract_id,
         fields=list(event.fields),
         registered_at=event.event_time,
+        generation=event.event_id,
     )
     if record is None:
         return

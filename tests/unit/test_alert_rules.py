@@ -37,6 +37,7 @@ REQUIRED_ALERTS = {
     "LifecycleDeadLetterRateHigh",
     "LifecycleConsumerLagGrowing",
     "LifecycleWorkerDown",
+    "LifecycleStateUnreadable",
 }
 
 # PromQL words that are not metric names.

@@ -1,4 +1,4 @@
-"""Privacy-desk views on SubjectState objects and responses (no broker needed)."""
+"""Privacy-desk views on subject snapshots and responses (no broker needed)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from agents import desk
 from agents.desk_cli import desk_group
-from agents.rules.state import SubjectState
+from agents.rules.snapshot import SubjectSnapshot
 from agents.rules.testing import Harness
 from schemas.base import DataCategory, DocumentType, LegalBasis
 from schemas.events import (
@@ -41,7 +41,7 @@ def _subject(subject_id: str, *, erasure: bool = True, access: bool = False) -> 
     return h
 
 
-def _state(h: Harness) -> SubjectState:
+def _state(h: Harness) -> SubjectSnapshot:
     assert h.state is not None
     return h.state
 
@@ -94,27 +94,27 @@ def test_describe_subject_lists_records_requests_and_commands() -> None:
     assert "delete -> crm" in text
 
 
-@pytest.mark.parametrize(
-    ("log", "expected"),
-    [
-        ([(b"a", "A1"), (b"b", "B1"), (b"a", "A2")], {"a": "A2", "b": "B1"}),
-        ([(b"a", "A1"), (b"a", None)], {}),
-        ([(b"a", "A1"), (b"a", None), (b"a", "A3"), (None, "B1")], {"a": "A3"}),
-    ],
-)
-def test_latest_states_keeps_the_last_value_per_key(
-    log: list[tuple[bytes | None, str | None]], expected: dict[str, str]
-) -> None:
-    versions = {
-        "A1": _state(_subject("a", erasure=False)),
-        "A2": _state(_subject("a")),
-        "A3": _state(_subject("a", access=True)),
-        "B1": _state(_subject("b")),
-    }
-    messages = [
-        (key, None if v is None else versions[v].model_dump_json().encode()) for key, v in log
-    ]
-    assert desk.latest_states(messages) == {k: versions[v] for k, v in expected.items()}
+def _log(h: Harness) -> list[tuple[bytes | None, bytes | None]]:
+    """The subject's writes in order, as its changelog holds them."""
+    return [w for step in h.decisions for w in step.writes]
+
+
+def test_latest_states_replays_the_changelog_to_each_subjects_state() -> None:
+    a = _subject("a", access=True)
+    b = _subject("b")
+    log_a, log_b = _log(a), _log(b)
+    # Two subjects' entries interleave in a partition; a keyless record is skipped.
+    log = [w for pair in zip(log_a, log_b, strict=False) for w in pair]
+    log += log_a[len(log_b) :] + log_b[len(log_a) :] + [(None, b"stray")]
+    assert desk.latest_states(log, NOTICE, T0) == {"a": _state(a), "b": _state(b)}
+
+
+def test_latest_states_forgets_entries_deleted_later_in_the_log() -> None:
+    h = _subject("a", erasure=False)
+    log = _log(h)
+    tombstones: list[tuple[bytes | None, bytes | None]] = [(k, None) for k, _ in log]
+    assert desk.latest_states(log + tombstones, NOTICE, T0) == {}
+    assert desk.latest_states(log + tombstones + log, NOTICE, T0) == {"a": _state(h)}
 
 
 def _responses(h: Harness) -> list[RequestResponse]:

@@ -45,6 +45,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "lifecycle_requests_open": ("gauge", {"request_type", "bucket"}),
     "lifecycle_audit_events_written_total": ("counter", {"event_type"}),
     "lifecycle_consumer_lag": ("gauge", {"topic", "partition"}),
+    "lifecycle_state_unreadable_total": ("counter", set()),
 }
 
 FORBIDDEN_LABEL_PARTS = {
