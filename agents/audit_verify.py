@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
 from agents.audit_chain import BrokenLink, ChainHead, verify_chain
+from agents.audit_proofs import ProofCheck
 from agents.clock import Clock
 from schemas.audit import AuditEvent
 from streams.codec import Codec, DecodeError
@@ -18,6 +19,8 @@ class VerifyResult:
     partition: int
     checked: int
     broken: BrokenLink | None
+    # Proofs split over several events (parts, pages) with a piece missing.
+    incomplete: list[str] = field(default_factory=list)
 
 
 def read_partition(
@@ -72,6 +75,7 @@ def verify_partition(
 ) -> VerifyResult:
     """Verify offsets [start, end) of one partition; from offset 0 the chain starts at genesis."""
     checked = 0
+    proofs = ProofCheck()
 
     def events() -> Iterator[tuple[int, AuditEvent]]:
         nonlocal checked
@@ -81,13 +85,14 @@ def verify_partition(
             if isinstance(item, DecodeError):
                 raise _Undecodable(offset, str(item))
             checked += 1
+            proofs.add(item)
             yield offset, item
 
     try:
         broken = verify_chain(events(), key, ChainHead.genesis() if start == 0 else None)
     except _Undecodable as exc:
         broken = BrokenLink(exc.offset, None, f"record does not decode: {exc.reason}")
-    return VerifyResult(partition, checked, broken)
+    return VerifyResult(partition, checked, broken, proofs.problems())
 
 
 class _Undecodable(Exception):

@@ -103,7 +103,9 @@ def audit() -> None:
 @click.option("--start", type=int, default=0, show_default=True)
 @click.option("--end", type=int, default=None, help="Exclusive end offset (default: the end).")
 def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> None:
-    """Check the hash chain of the audit topic; name the first broken link."""
+    """Check the hash chain of the audit topic; name the first broken link, and any
+    proof split over several events (parts of an entry, pages of an erasure) that
+    misses a piece."""
     from agents.audit_verify import verify_partition
     from streams.codec import Codec
     from streams.topics import TopicNames
@@ -122,6 +124,9 @@ def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> No
             start,
             end,
         )
+        for problem in result.incomplete:
+            broken = True
+            click.echo(f"partition {partition}: INCOMPLETE proof: {problem}")
         if result.broken is None:
             click.echo(f"partition {partition}: {result.checked} event(s), chain intact")
         else:

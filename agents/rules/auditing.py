@@ -80,6 +80,12 @@ def render(details: dict[str, object]) -> list[tuple[str, str]]:
     return out
 
 
+def parts_digest(details: list[tuple[str, str]], command_ids: list[str]) -> str:
+    """SHA-256 over a split entry's details (in key order) and command ids (in order)."""
+    body = [sorted([k, v] for k, v in details), list(command_ids)]
+    return hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).hexdigest()
+
+
 def parts(
     details: list[tuple[str, str]], command_ids: list[str]
 ) -> list[tuple[dict[str, str], list[str]]]:
@@ -91,9 +97,7 @@ def parts(
         command_ids[i : i + MAX_COMMAND_IDS] for i in range(0, len(command_ids), MAX_COMMAND_IDS)
     ]
     n = max(len(detail_parts), len(id_parts))
-    digest = hashlib.sha256(
-        json.dumps([details, command_ids], separators=(",", ":")).encode()
-    ).hexdigest()
+    digest = parts_digest(details, command_ids)
     out: list[tuple[dict[str, str], list[str]]] = []
     for i in range(n):
         d = dict(detail_parts[i]) if i < len(detail_parts) else {}

@@ -32,6 +32,7 @@ from agents.rules.state import (
     MAX_EARLY_ACKS,
     ClosedCommand,
     OutstandingCommand,
+    RecordState,
     RecordStatus,
     replace,
 )
@@ -160,14 +161,18 @@ def _close(
     del ctx.commands[command.command_id]
     ctx.closed[command.command_id] = ClosedCommand(closed_at=ctx.now, outcome=outcome.value)
     deleted: list[str] = []
+    again: list[RecordState] = []
     if command.action is Action.DELETE:
         for key in tracked.record_keys:
             record = ctx.records.get(key)
             if record is not None and record.command_id == command.command_id:
                 # Confirmed gone: nothing about it stays in the state (the audit
-                # entry below is the proof).
+                # entry below is the proof)...
                 del ctx.records[key]
                 deleted.append(record.record_id)
+                if record.next_generation is not None:
+                    # ...unless it was registered again meanwhile: held again.
+                    again.append(_reborn(ctx, record))
     ctx.audit(
         command.rule_id,
         "command-completed",
@@ -181,7 +186,37 @@ def _close(
         **({"early_ack": "true"} if early else {}),
         **({"request_id": command.request_id} if command.request_id else {}),
     )
+    for record in again:
+        ctx.audit(
+            record.rule_id or ids.N3_REGISTER,
+            "record-held-again",
+            controller_id=record.controller_id,
+            system=record.system,
+            record_id=record.record_id,
+            due_at=record.due_at or "while-contract-active",
+        )
     requests.on_command_closed(ctx, tracked)
+
+
+def _reborn(ctx: Ctx, record: RecordState) -> RecordState:
+    from agents.rules import retention  # late: retention issues commands
+
+    fresh = replace(
+        record,
+        generation=record.next_generation or "",
+        registered_at=record.reregistered_at or ctx.now,
+        status=RecordStatus.HELD,
+        command_id=None,
+        held_by=[],
+        rule_id=None,
+        due_at=None,
+        next_generation=None,
+        reregistered_at=None,
+    )
+    fresh = retention.schedule(ctx, fresh)
+    ctx.records[fresh.key] = fresh
+    ctx.registered.append(fresh.key)
+    return fresh
 
 
 def on_ack(ctx: Ctx, ack: CommandAck) -> None:

@@ -38,6 +38,7 @@ from collections import defaultdict
 from agents.rules import commands, ids, jobs, limits, requests, retention
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
+from agents.rules.rights import page_suffix
 from agents.rules.state import Job, RecordStatus, RequestState
 from schemas.base import RequestType
 from schemas.commands import Action
@@ -123,7 +124,7 @@ def _erase_page(ctx: Ctx, job: Job) -> Job | None:
         records_erased=erased,
         records_kept=kept,
         systems=sorted({s for s, _ in groups}),
-        **({} if jobs.first_and_last(job, last) else {"page": job.page + 1}),
+        **page_suffix(job, last),
     )
     erased_total = int(job.data.get("erased", "0")) + len(erased)
     if not last:

@@ -89,8 +89,3 @@ def advance(job: Job, records: list[RecordState], **data: str) -> Job:
     """The job after a page of ``records``, with ``data`` merged in."""
     cursor = records[-1].key if records else job.cursor
     return replace(job, cursor=cursor, page=job.page + 1, data={**job.data, **data})
-
-
-def first_and_last(job: Job, last: bool) -> bool:
-    """True when this page is the whole job (one page), so outputs match an unpaged step."""
-    return job.page == 0 and last

@@ -5,6 +5,10 @@ purpose and controller, and scheduled by ``retention.schedule``. Its
 generation is the id of the event that registered it: registered again after
 its deletion was confirmed, it is a new generation, so its next DELETE has a
 new command id and a downstream system that remembers the first one acts again.
+Registered again while its DELETE is outstanding, the new generation is noted
+(``registered-while-deleting``) and the record is held again, and scheduled,
+once that DELETE is confirmed: the system may have received the data again
+after it deleted.
 
 N14: call recordings are for training and security only. A registration of a
 recording with a marketing purpose is refused: the audit entry says so and the
@@ -86,6 +90,14 @@ def register(
                 record_id=record_id,
                 command_ids=[existing.command_id] if existing.command_id else [],
             )
+            if existing.next_generation is None:
+                existing = replace(
+                    existing,
+                    next_generation=generation,
+                    reregistered_at=registered_at,
+                    fields=sorted(set(existing.fields) | set(fields)),
+                )
+                ctx.records[key] = existing
             return existing
         record = replace(
             existing,

@@ -211,8 +211,12 @@ def wait_or_complete(ctx: Ctx, request_id: str) -> None:
 
 
 def page_suffix(job: Job, last: bool) -> dict[str, object]:
-    """Audit details marking a page of a multi-page job (none for a one-page job)."""
-    return {} if job.page == 0 and last else {"page": job.page + 1}
+    """Audit details marking a page of a multi-page job: ``page`` = i, and on the last
+    page ``pages`` = n, so a verifier can tell a complete set of pages (none for a
+    one-page job, whose entry is the whole story)."""
+    if job.page == 0 and last:
+        return {}
+    return {"page": job.page + 1, **({"pages": job.page + 1} if last else {})}
 
 
 # -- opening requests and the identity gate -------------------------------------------

@@ -90,6 +90,10 @@ class RecordState(Frozen):
     # Legal holds found blocking its (overdue) deletion, already audited.
     held_by: list[Identifier] = Field(default_factory=list)
     command_id: Identifier | None = None
+    # Registered again while its DELETE was outstanding: held again (as this
+    # generation, recorded at that time) once the DELETE is confirmed.
+    next_generation: str | None = None
+    reregistered_at: UtcDatetime | None = None
 
     @property
     def key(self) -> str:

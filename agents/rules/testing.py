@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 from agents.clock import FakeClock
 from agents.rules.bookkeeping import holds_nothing
 from agents.rules.context import AuditEntry, Ctx, Decision
-from agents.rules.decide import Message, decide, next_due
+from agents.rules.decide import Message, decide, header, next_due
 from agents.rules.policy import Policy
 from agents.rules.retention import schedule
 from agents.rules.snapshot import SubjectSnapshot
-from agents.rules.state import RecordState
+from agents.rules.state import RecordState, SubjectHeader
 from agents.store.layer import Write
 from agents.store.memory import MemoryPartition, MemoryStore
 from schemas.base import DataCategory, DataSource, LegalBasis
@@ -130,6 +130,13 @@ class Harness:
 
     def next_due(self) -> datetime | None:
         return next_due(self.entries, self.subject_id)
+
+    def entries_header(self) -> SubjectHeader:
+        """The subject's stored header, bookkeeping included (raises if none)."""
+        found = header(self.entries, self.subject_id)
+        if found is None:
+            raise LookupError(f"no header stored for {self.subject_id}")
+        return found
 
     def ack(
         self, command: Command, outcome: AckOutcome = AckOutcome.DONE, system: str | None = None
