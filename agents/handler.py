@@ -223,7 +223,7 @@ class Handler:
         # A subject decided earlier in this batch continues from that decision.
         layer = batch.layer(raw.partition)
         try:
-            migrated = self._migrate(layer, subject_id, now)
+            migrated = await self._migrate(layer, raw, subject_id, now, batch)
             decision = decide(layer, message, now, self.policy)
         except UnreadableState as exc:
             await self._quarantine(raw, message, exc, now, batch)
@@ -246,14 +246,23 @@ class Handler:
         batch.write(subject_id, raw.partition, migrated + decision.writes)
         self._observe(decision)
 
-    def _migrate(self, layer: Layer, subject_id: str, now: datetime) -> list[Write]:
+    async def _migrate(
+        self, layer: Layer, raw: RawMessage, subject_id: str, now: datetime, batch: _Batch
+    ) -> list[Write]:
         """Convert a subject still stored in the previous format (once), into ``layer``."""
-        if layer.get(keys.header(subject_id)) is not None:
+        legacy_key = subject_id.encode()
+        old = layer.get(legacy_key)
+        if old is None:
             return []
-        raw = layer.get(subject_id.encode())
-        if raw is None:
-            return []
-        writes = legacy.convert(raw, subject_id=subject_id, policy=self.policy, now=now)
+        if layer.get(keys.header(subject_id)) is None:
+            writes = legacy.convert(old, subject_id=subject_id, policy=self.policy, now=now)
+        else:
+            # Both formats at once: two worker versions ran together (unsupported).
+            # The keyed state is the one carried on; the old value is parked, not lost.
+            await self._park_value(
+                raw, legacy_key, old, "format-0 value beside keyed state", now, batch
+            )
+            writes = [(legacy_key, None)]
         layer.apply(writes)
         return writes
 
@@ -328,22 +337,8 @@ class Handler:
         )
         if exc.key not in self._quarantined:
             self._quarantined.add(exc.key)
-            key = exc.key[:4096]
-            limit = max(0, self.codec.max_message_bytes - ENVELOPE_BYTES - len(key))
-            self.metrics.observe_dead_letter(self.state_topic, ReasonClass.INVALID_MODEL.value)
-            await self._enqueue_dead_letter(
-                DeadLetter(
-                    topic=self.state_topic,
-                    partition=raw.partition,
-                    offset=-1,
-                    original_key=key,
-                    original_value=exc.raw[:limit],
-                    reason_class=ReasonClass.INVALID_MODEL,
-                    reason=f"unreadable stored state: {exc.reason}"[:1000],
-                    failed_at=now,
-                    original_value_size=len(exc.raw),
-                ),
-                batch,
+            await self._park_value(
+                raw, exc.key, exc.raw, f"unreadable stored state: {exc.reason}", now, batch
             )
         self.metrics.observe_dead_letter(raw.topic, ReasonClass.INVALID_MODEL.value)
         await self._enqueue_dead_letter(
@@ -360,6 +355,28 @@ class Handler:
                 )[:1000],
                 failed_at=now,
                 original_value_size=len(raw.value or b""),
+            ),
+            batch,
+        )
+
+    async def _park_value(
+        self, raw: RawMessage, key: bytes, value: bytes, reason: str, now: datetime, batch: _Batch
+    ) -> None:
+        """A stored value to the dead-letter topic, with its store key and the reason."""
+        key = key[:4096]
+        limit = max(0, self.codec.max_message_bytes - ENVELOPE_BYTES - len(key))
+        self.metrics.observe_dead_letter(self.state_topic, ReasonClass.INVALID_MODEL.value)
+        await self._enqueue_dead_letter(
+            DeadLetter(
+                topic=self.state_topic,
+                partition=raw.partition,
+                offset=-1,
+                original_key=key,
+                original_value=value[:limit],
+                reason_class=ReasonClass.INVALID_MODEL,
+                reason=reason[:1000],
+                failed_at=now,
+                original_value_size=len(value),
             ),
             batch,
         )

@@ -33,6 +33,7 @@ class Waker:
     """Which subjects to tick now, remembering the ones ticked recently."""
 
     _ticked: dict[str, int] = field(default_factory=dict)
+    _forgot_at: int = 0
 
     def due(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[tuple[str, int]]:
         """(subject id, due ms) of subjects due at or before ``now_ms`` not ticked lately."""
@@ -55,6 +56,7 @@ class Waker:
 
     def clear(self) -> None:
         self._ticked.clear()
+        self._forgot_at = 0
 
     def _should_tick(self, subject_id: str, now_ms: int) -> bool:
         if subject_id in self._ticked:

@@ -9,10 +9,11 @@ copied. Scans are lazy, so a scan with a limit costs the limit, not the range.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections.abc import Iterator
 from typing import Protocol
+
+from sortedcontainers import SortedList
 
 Write = tuple[bytes, bytes | None]  # value None: delete
 
@@ -35,7 +36,8 @@ class Layer:
     def __init__(self, base: Entries) -> None:
         self.base = base
         self.writes: dict[bytes, bytes | None] = {}
-        self._sorted: list[bytes] | None = None
+        # The written keys in order, built at the first scan and kept up to date.
+        self._sorted: SortedList | None = None
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.writes:
@@ -58,16 +60,13 @@ class Layer:
                 self.put(key, value)
 
     def _touch(self, key: bytes) -> None:
-        if key not in self.writes:
-            self._sorted = None
+        if self._sorted is not None and key not in self.writes:
+            self._sorted.add(key)
 
     def iterate(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
         if self._sorted is None:
-            self._sorted = sorted(self.writes)
-        mine = self._sorted
-        lo = bisect.bisect_left(mine, start)
-        hi = bisect.bisect_left(mine, stop)
-        pending = mine[lo:hi]
+            self._sorted = SortedList(self.writes)
+        pending = list(self._sorted.irange(start, stop, inclusive=(True, False)))
         i = 0
         for key, value in self.base.iterate(start, stop):
             while i < len(pending) and pending[i] < key:

@@ -19,7 +19,10 @@ import faust
 import pytest
 from faust.types import TP
 
+import agents
 from agents.store.faust_store import FaustStateStore, rocks_db
+
+REPO_AGENTS = Path(agents.__file__).parent
 
 
 class _Meta:
@@ -94,3 +97,11 @@ def test_scans_skip_fausts_own_offset_key(table: Any) -> None:
     asyncio.run(store.persist({0: [(b"a", b"1"), (b"z", b"2")]}))
     assert [k for k, _ in store.entries(0).iterate(b"", b"\xff")] == [b"a", b"z"]
     assert rocks_db(table, 0).get(b"__faust\x00offset__") is not None
+
+
+def test_the_one_private_faust_access_is_the_read_adapter() -> None:
+    # The write path uses Faust's public API only; the current-event context is not used.
+    sources = {p: p.read_text() for p in REPO_AGENTS.rglob("*.py")}
+    assert not [p for p, text in sources.items() if "_current_event" in text]
+    private = [p.name for p, text in sources.items() if "_db_for_partition" in text]
+    assert private == ["faust_store.py"]

@@ -370,3 +370,16 @@ def test_an_unreadable_record_met_in_a_scan_is_quarantined_too() -> None:
     with pytest.raises(UnreadableState) as caught:
         h.tick()
     assert caught.value.key == key
+
+
+def test_a_previous_format_value_beside_keyed_state_is_parked_not_applied() -> None:
+    handler, store, sent, _ = _handler()
+    asyncio.run(handler.handle(_recording("cust-1", "evt-1")))  # keyed state exists
+    store.apply(0, [(b"cust-1", _format0())])  # an old worker wrote too (unsupported)
+    asyncio.run(handler.handle(_recording("cust-1", "evt-2")))
+    [parked] = sent.on(NAMES.dead_letter)
+    assert (parked.original_key, parked.original_value) == (b"cust-1", _format0())
+    assert store.entries(0).get(b"cust-1") is None
+    state = SubjectSnapshot.read(store.entries(0), "cust-1")
+    assert state is not None
+    assert set(state.records) == {"call-recorder/rec-evt-1", "call-recorder/rec-evt-2"}
