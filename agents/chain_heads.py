@@ -64,6 +64,7 @@ class TopicChainHeads:
                     )
                     assert isinstance(event, AuditEvent)
                     return ChainHead.of(event)
-            raise RuntimeError(f"could not read the last audit record of partition {partition}")
+            # Transient (agents.failures): the broker did not deliver it in time.
+            raise TimeoutError(f"could not read the last audit record of partition {partition}")
         finally:
             consumer.close()

@@ -14,6 +14,10 @@ Read-only. Sources:
 * **Answers**: ``<prefix>.responses`` (Avro ``RequestResponse``); the latest
   response of a request (by ``issued_at``) is rendered: an access report as
   HTML, a refusal as its letter, a portability export as its JSON.
+* **Parked items**: ``<prefix>.dead-letter`` (Avro ``DeadLetter``); those with
+  a ``failure_class`` decoded but could not be processed or delivered
+  (runbook: LifecycleItemsParked). Only where they came from and why is
+  shown, never the payload.
 
 The formatting and filtering functions are pure and take ``SubjectSnapshot``
 objects; the Kafka functions at the bottom are thin.
@@ -33,16 +37,19 @@ from agents.rules.policy import Policy
 from agents.rules.snapshot import SubjectSnapshot
 from agents.store import keys, legacy
 from agents.store.memory import MemoryStore
+from schemas.deadletter import DeadLetter
 from schemas.responses import RequestResponse, ResponseStatus
 
 __all__ = [
     "RequestRow",
     "changelog_topic",
     "describe_subject",
+    "format_parked",
     "format_requests",
     "latest_response",
     "latest_states",
     "open_requests",
+    "read_dead_letters",
     "read_responses",
     "read_states",
     "render_response",
@@ -102,28 +109,72 @@ def open_requests(
     )
 
 
-def format_requests(rows: list[RequestRow]) -> str:
-    if not rows:
-        return "no open requests\n"
-    header = ("DUE (UK)", "BUCKET", "SUBJECT", "REQUEST", "TYPE", "STATUS", "PENDING", "EXT")
-    table = [header] + [
-        (
-            uk_date(r.due_at).isoformat() if r.due_at else "awaiting-identity",
-            r.bucket or "-",
-            r.subject_id,
-            r.request_id,
-            r.request_type,
-            r.status,
-            str(r.pending_commands),
-            f"+{r.extended_months}m" if r.extended_months else "-",
-        )
-        for r in rows
-    ]
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    table = [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
         for row in table
     )
+
+
+def format_requests(rows: list[RequestRow]) -> str:
+    if not rows:
+        return "no open requests\n"
+    header = ("DUE (UK)", "BUCKET", "SUBJECT", "REQUEST", "TYPE", "STATUS", "PENDING", "EXT")
+    return _table(
+        header,
+        [
+            (
+                uk_date(r.due_at).isoformat() if r.due_at else "awaiting-identity",
+                r.bucket or "-",
+                r.subject_id,
+                r.request_id,
+                r.request_type,
+                r.status,
+                str(r.pending_commands),
+                f"+{r.extended_months}m" if r.extended_months else "-",
+            )
+            for r in rows
+        ],
+    )
+
+
+def format_parked(letters: Iterable[DeadLetter], *, include_undecodable: bool = False) -> str:
+    """Parked items, oldest first: when, why, where from, whose, the reason.
+
+    ``include_undecodable`` adds the dead letters of input that never decoded.
+    """
+    shown = sorted(
+        (d for d in letters if include_undecodable or d.failure_class is not None),
+        key=lambda d: (d.failed_at, d.topic, d.partition, d.offset),
+    )
+    if not shown:
+        return "nothing parked\n"
+    header = ("FAILED AT", "CLASS", "SOURCE", "SUBJECT", "REASON")
+    return _table(
+        header,
+        [
+            (
+                _when(d.failed_at),
+                d.failure_class.value if d.failure_class else f"undecodable:{d.reason_class.value}",
+                f"{d.topic}/{d.partition}@{d.offset}",
+                _subject(d.original_key),
+                d.reason,
+            )
+            for d in shown
+        ],
+    )
+
+
+def _subject(key: bytes | None) -> str:
+    # The key of an input event is its subject id (what the desk works with).
+    if key is None:
+        return "-"
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return "(binary key)"
 
 
 def describe_subject(state: SubjectSnapshot, now: datetime) -> str:
@@ -312,6 +363,19 @@ def read_states(
     consumer_config: dict[str, str], app_id: str, policy: Policy, now: datetime
 ) -> dict[str, SubjectSnapshot]:  # pragma: no cover - needs a broker
     return latest_states(_read_topic(consumer_config, changelog_topic(app_id)), policy, now)
+
+
+def read_dead_letters(
+    consumer_config: dict[str, str], topic: str, decode: Any
+) -> Iterator[DeadLetter]:  # pragma: no cover - needs a broker
+    """``decode(value) -> model``; undecodable messages are skipped."""
+    for _key, value in _read_topic(consumer_config, topic):
+        try:
+            model = decode(value)
+        except Exception:  # noqa: S112 - a bad message is not the desk's to fix
+            continue
+        if isinstance(model, DeadLetter):
+            yield model
 
 
 def read_responses(

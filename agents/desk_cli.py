@@ -3,6 +3,7 @@
     lifecycle desk subject SUBJECT_ID       what is held, requests, holds, commands
     lifecycle desk requests [--overdue]     open requests by due date
     lifecycle desk render REQUEST_ID --out FILE
+    lifecycle desk parked [--all]           items parked on the dead-letter topic
 
 See ``agents/desk.py`` for where the data comes from.
 """
@@ -73,6 +74,31 @@ def requests_(overdue: bool) -> None:  # pragma: no cover - needs a broker
     states = _states(Settings())
     rows = desk.open_requests(states.values(), SystemClock().now(), overdue_only=overdue)
     click.echo(desk.format_requests(rows), nl=False)
+
+
+@desk_group.command("parked")
+@click.option(
+    "--all", "include_undecodable", is_flag=True, help="Also list input that never decoded."
+)
+def parked(include_undecodable: bool) -> None:  # pragma: no cover - needs a broker
+    """List parked items: accepted messages the pipeline could not process or deliver."""
+    from schemas.deadletter import DeadLetter
+    from streams.codec import Codec
+    from streams.topics import TopicNames
+
+    settings = Settings()
+    codec = Codec.from_settings(settings)
+    clock = SystemClock()
+
+    def decode(value: bytes | None) -> object:
+        return codec.decode(value, None, now=clock.now(), expected=(DeadLetter,), check_key=False)
+
+    topic = TopicNames(settings.topic_prefix).dead_letter
+    try:
+        letters = list(desk.read_dead_letters(_consumer_config(settings), topic, decode))
+    except (LookupError, TimeoutError) as exc:
+        _fail(str(exc))
+    click.echo(desk.format_parked(letters, include_undecodable=include_undecodable), nl=False)
 
 
 @desk_group.command("render")

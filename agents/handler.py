@@ -9,9 +9,17 @@ because command ids are stable and decisions deduplicate event ids.
 
 A decision reads the subject's entries through a layer holding what earlier
 decisions of the same batch wrote. A subject still in the previous one-value
-format is converted when first met (``agents.store.legacy``). A stored value
-that cannot be read is quarantined (``_quarantine``): the value and the message
-are dead-lettered with the reason and counted, and the batch goes on.
+format is converted when first met (``agents.store.legacy``).
+
+Failures are isolated per event (``agents.failures``): a transient one is
+retried, and if it does not heal the worker stops without committing (the
+batch is replayed); a permanent one parks that event, or the one output that
+cannot be delivered, on the dead-letter topic, and the batch goes on. A stored
+value that cannot be read is quarantined: the value (once) and the event are
+parked as ``state_unreadable`` and the subject's later events likewise, until
+it is repaired. Faust acknowledges a batch only when ``handle_batch`` returns,
+and it returns only once every output, dead letter and state of the batch is
+durable.
 """
 
 from __future__ import annotations
@@ -22,37 +30,33 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NoReturn, Protocol
-
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
-from tenacity.wait import wait_base
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from agents.audit_chain import ChainHead, link
 from agents.clock import Clock
-from agents.metrics import LifecycleMetrics
+from agents.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
+from agents.metrics import LifecycleMetrics, never_raises
 from agents.rules.context import Decision
 from agents.rules.decide import decide
 from agents.rules.policy import Policy
 from agents.store import keys, legacy
-from agents.store.base import MAX_MESSAGE_BYTES, StateStore
+from agents.store.base import MAX_MESSAGE_BYTES, StateStore, StoreError
 from agents.store.codec import UnreadableState
 from agents.store.layer import Layer, Write
 from schemas.base import Frozen
 from schemas.commands import CommandAck
-from schemas.deadletter import DeadLetter, ReasonClass
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import INPUT_EVENTS, Event
 from schemas.internal import DueTick
-from streams.codec import Codec, RegistryUnavailable
-from streams.deadletter import ENVELOPE_BYTES, Decoded, decode_or_dead_letter, log_dead_letter
+from streams.codec import Codec
+from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter, parked
 from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The audit decision that marks a command given up on (agents.rules.commands).
 ESCALATED = "command-escalated"
-REGISTRY_RETRY_WAIT = wait_exponential(multiplier=0.5, max=30)
-
-Output = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,23 @@ class RawMessage:
     value: bytes | None
 
 
+@dataclass(frozen=True)
+class _Output:
+    """A message handed to the producer for an item, kept to name it if delivery fails."""
+
+    item: RawMessage
+    topic: str
+    delivery: Awaitable[Any]
+
+
 @dataclass
 class _Subject:
-    """One subject's writes in a batch, last value per key, in first-write order."""
+    """One subject's writes in a batch (last value per key, in first-write order)
+    and every item of the batch whose decision they carry."""
 
     partition: int
     writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    items: list[RawMessage] = field(default_factory=list)
 
     def ordered(self) -> list[Write]:
         # Entries first, then the header, then the seen-event marks: a crash that
@@ -87,10 +102,10 @@ class _Subject:
 
 @dataclass
 class _Batch:
-    """What a batch has decided so far: delivery futures, read layers, writes."""
+    """What a batch has decided so far: deliveries, read layers, writes per subject."""
 
     store: StateStore
-    pending: list[Awaitable[Any]] = field(default_factory=list)
+    pending: list[_Output] = field(default_factory=list)
     layers: dict[int, Layer] = field(default_factory=dict)
     subjects: dict[str, _Subject] = field(default_factory=dict)
 
@@ -99,21 +114,19 @@ class _Batch:
             self.layers[partition] = Layer(self.store.entries(partition))
         return self.layers[partition]
 
-    def write(self, subject_id: str, partition: int, writes: list[Write]) -> None:
-        self.layer(partition).apply(writes)
-        group = self.subjects.setdefault(subject_id, _Subject(partition))
-        for key, value in writes:
-            group.writes[key] = value
-
-    def by_partition(self) -> dict[int, list[Write]]:
-        out: dict[int, list[Write]] = {}
-        for group in self.subjects.values():
-            out.setdefault(group.partition, []).extend(group.ordered())
-        return out
+    def write(self, subject_id: str, raw: RawMessage, writes: list[Write]) -> None:
+        self.layer(raw.partition).apply(writes)
+        group = self.subjects.setdefault(subject_id, _Subject(raw.partition))
+        group.writes.update(writes)
+        group.items.append(raw)
 
 
-class OversizeOutput(Exception):
-    """A decision would write a message over ``MAX_MESSAGE_BYTES``: a bug, never sent."""
+class MustStop(Exception):
+    """Something of the batch cannot be made durable, even after retries."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
 
 
 class Sender(Protocol):
@@ -157,8 +170,8 @@ class Handler:
         store: StateStore,
         chain: ChainHeads,
         send: Sender,
-        state_topic: str = "state",
-        registry_retry_wait: wait_base = REGISTRY_RETRY_WAIT,
+        state_topic: str = "subjects-changelog",
+        retry: RetryPolicy | None = None,
         on_delivery_failure: Callable[[Exception], NoReturn] = exit_for_replay,
     ) -> None:
         self.codec = codec
@@ -172,7 +185,7 @@ class Handler:
         self.send = send
         # Where a quarantined value came from (the state changelog), for its dead letter.
         self.state_topic = state_topic
-        self.registry_retry_wait = registry_retry_wait
+        self.retry = retry or RetryPolicy()
         self.on_delivery_failure = on_delivery_failure
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
@@ -193,26 +206,45 @@ class Handler:
 
         One wait for the broker per batch instead of per message is what makes a
         batch cheaper; the order of the guarantees is unchanged: outputs confirmed,
-        then the state persisted (each subject's writes in its own partition), and
-        only then may the caller commit the batch's offsets.
+        then the state persisted (each subject's writes in its own partition).
+
+        Whatever fails while one item is handled affects that item only (see the
+        module doc). Returns only when everything of the batch is durable;
+        otherwise the worker stops without committing.
         """
         batch = _Batch(self.store)
-        for raw in items:
+        try:
+            for raw in items:
+                await self._isolated(raw, batch)
+            await self._confirm(batch)
+            for item, failure in await self._persist(batch):
+                await self._park(item, Step.STORE, failure, batch)
+            await self._confirm(batch)  # the dead letters of items parked while storing
+        except MustStop as stop:
+            self._fail_stop(stop.cause)
+
+    async def _isolated(self, raw: RawMessage, batch: _Batch) -> None:
+        """Handle one item; if it fails for good, park it and let the batch go on."""
+        try:
             await self._decide_one(raw, batch)
-        try:
-            await self._confirm(batch.pending)
+        except MustStop:
+            raise
+        except StepFailed as failed:
+            if failed.failure.transient:
+                raise MustStop(failed.cause) from failed
+            await self._park(raw, failed.step, failed.failure, batch)
         except Exception as exc:
-            self._fail_stop(exc)
-        try:
-            await self.store.persist(batch.by_partition())
-        except Exception as exc:
-            self._fail_stop(exc)
+            failure = classify(exc, Step.DECIDE)
+            if failure.transient:
+                raise MustStop(exc) from exc
+            log.debug("handling an item raised", exc_info=True)
+            await self._park(raw, Step.DECIDE, failure, batch)
 
     async def _decide_one(self, raw: RawMessage, batch: _Batch) -> None:
         now = self.clock.now()
         decoded = await self._decode(raw, now)
         if isinstance(decoded, DeadLetter):
-            await self._enqueue_dead_letter(decoded, batch)
+            await self._send_dead_letter(raw, decoded, batch)
             return
         message = decoded.model
         assert isinstance(message, Event | CommandAck | DueTick)
@@ -221,50 +253,72 @@ class Handler:
             self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
         subject_id = message.subject_id
         # A subject decided earlier in this batch continues from that decision.
-        layer = batch.layer(raw.partition)
-        try:
-            migrated = await self._migrate(layer, raw, subject_id, now, batch)
-            decision = decide(layer, message, now, self.policy)
-        except UnreadableState as exc:
-            await self._quarantine(raw, message, exc, now, batch)
+        result = await self._load_and_decide(batch.layer(raw.partition), message, now)
+        migrated, stale, outcome = result
+        if isinstance(outcome, UnreadableState):
+            await self._quarantine(raw, message, outcome, batch)
             return
-        except Exception as exc:  # a message the rules cannot take must not stop the worker
-            await self._enqueue_dead_letter(self._rejected(raw, message, exc, now), batch)
+        if isinstance(outcome, Exception):  # the rules cannot take it: it must not stop the worker
+            await self._send_dead_letter(raw, self._rejected(raw, message, outcome, now), batch)
             return
-        head = await self.chain.head(raw.partition) if decision.audit else None
-        try:
-            outputs, head = self._outputs(decision, raw.partition, now, head)
-        except OversizeOutput as exc:
-            await self._enqueue_dead_letter(self._rejected(raw, message, exc, now), batch)
+        decision = outcome
+        if stale is not None:
+            reason = "format-0 value beside keyed state (two worker versions ran at once)"
+            await self._park_value(raw, subject_id.encode(), stale, reason, batch)
+        too_large = next(
+            (
+                len(v)
+                for k, v in decision.writes
+                if v is not None and len(k) + len(v) > MAX_MESSAGE_BYTES
+            ),
+            None,
+        )
+        if too_large is not None:
+            failure = Failure(False, FailureClass.STATE_NOT_STORED, "StateEntryTooLarge")
+            await self._park_with(raw, failure, f"a state entry of {too_large} bytes", batch)
             return
-        try:
-            batch.pending.extend(await self._enqueue(outputs, decision))
-        except Exception as exc:
-            self._fail_stop(exc)
-        if head is not None:
-            self.chain.advance(raw.partition, head)
-        batch.write(subject_id, raw.partition, migrated + decision.writes)
         self._observe(decision)
+        await self._enqueue(decision, raw, now, batch)
+        batch.write(subject_id, raw, migrated + decision.writes)
 
-    async def _migrate(
-        self, layer: Layer, raw: RawMessage, subject_id: str, now: datetime, batch: _Batch
-    ) -> list[Write]:
-        """Convert a subject still stored in the previous format (once), into ``layer``."""
+    async def _load_and_decide(
+        self, base: Layer, message: Event | CommandAck | DueTick, now: datetime
+    ) -> tuple[list[Write], bytes | None, Decision | Exception]:
+        """Read (converting a previous-format subject) and decide, on a layer of its
+        own over the batch's. A store read failing transiently is retried (step
+        ``load``); one failing for good raises ``StepFailed`` (the item is parked).
+        What the rules raise, or a value they cannot read, is returned."""
+
+        async def attempt() -> tuple[list[Write], bytes | None, Decision | Exception]:
+            layer = Layer(base)
+            try:
+                migrated, stale = self._convert(layer, message.subject_id, now)
+                return migrated, stale, decide(layer, message, now, self.policy)
+            except StoreError as exc:
+                raise exc.cause from exc
+            except Exception as exc:
+                return [], None, exc
+
+        return await self._retrying(Step.LOAD, attempt)
+
+    def _convert(
+        self, layer: Layer, subject_id: str, now: datetime
+    ) -> tuple[list[Write], bytes | None]:
+        """Convert a subject still stored in the previous format (once), into ``layer``;
+        also the old value if it sits beside keyed state (two versions ran at once:
+        unsupported; the keyed state is carried on and the old value parked)."""
         legacy_key = subject_id.encode()
         old = layer.get(legacy_key)
         if old is None:
-            return []
+            return [], None
+        stale = None
         if layer.get(keys.header(subject_id)) is None:
             writes = legacy.convert(old, subject_id=subject_id, policy=self.policy, now=now)
         else:
-            # Both formats at once: two worker versions ran together (unsupported).
-            # The keyed state is the one carried on; the old value is parked, not lost.
-            await self._park_value(
-                raw, legacy_key, old, "format-0 value beside keyed state", now, batch
-            )
+            stale = old
             writes = [(legacy_key, None)]
         layer.apply(writes)
-        return writes
+        return writes, stale
 
     def _fail_stop(self, exc: Exception) -> NoReturn:
         # Faust acks an event whose agent raised, and would then commit its
@@ -272,8 +326,8 @@ class Handler:
         # nothing is committed; the restarted worker replays the event, which is
         # harmless (stable command ids, chain head re-read from the audit topic).
         log.critical(
-            "could not deliver the outputs of a decision (%s); stopping the worker so "
-            "the event is replayed",
+            "could not make a batch durable (%s), transient failure outlasted its "
+            "retries; stopping the worker so the batch is replayed",
             type(exc).__name__,
         )
         self.on_delivery_failure(exc)
@@ -282,26 +336,55 @@ class Handler:
     async def _decode(self, raw: RawMessage, now: datetime) -> Decoded | DeadLetter:
         # An unreachable schema registry is not bad input: dead-lettering a good
         # message would lose it, so the partition waits and retries instead.
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RegistryUnavailable),
-            wait=self.registry_retry_wait,
-            before_sleep=lambda state: log.warning(
-                "schema registry unavailable; retrying (attempt %d)", state.attempt_number
-            ),
-        ):
-            with attempt:
-                return decode_or_dead_letter(
-                    raw.key,
-                    raw.value,
-                    raw.topic,
-                    raw.partition,
-                    raw.offset,
-                    now,
-                    codec=self.codec,
-                    expected=self._expected(raw.topic),
-                    on_dead_letter=lambda r: self.metrics.observe_dead_letter(raw.topic, r),
-                )
-        raise AssertionError("unreachable: AsyncRetrying retries until it returns")
+        async def decode() -> Decoded | DeadLetter:
+            return decode_or_dead_letter(
+                raw.key,
+                raw.value,
+                raw.topic,
+                raw.partition,
+                raw.offset,
+                now,
+                codec=self.codec,
+                expected=self._expected(raw.topic),
+                on_dead_letter=lambda r: self.metrics.observe_dead_letter(raw.topic, r),
+            )
+
+        return await self._retrying(Step.DECODE, decode)
+
+    async def _retrying(self, step: Step, call: Callable[[], Awaitable[T]]) -> T:
+        return await retrying(
+            step, call, self.retry, lambda s, _failure: self.metrics.observe_retry(s.value)
+        )
+
+    async def _persist(self, batch: _Batch) -> list[tuple[RawMessage, Failure]]:
+        """Persist every subject's writes; the items of a subject whose writes the
+        broker refused for good, with the failure. The store failing as a whole
+        transiently is retried (step ``store``); a delivery failing transiently
+        stops the worker (the producer has retried it already; the batch is
+        replayed)."""
+        groups = list(batch.subjects.values())
+        if not groups:
+            return []
+        writes = [(g.partition, g.ordered()) for g in groups]
+
+        async def persist() -> list[Exception | None]:
+            return await self.store.persist(writes)
+
+        try:
+            results = await self._retrying(Step.STORE, persist)
+        except StepFailed as failed:
+            if failed.failure.transient:
+                raise MustStop(failed.cause) from failed
+            return [(item, failed.failure) for g in groups for item in g.items]
+        refused: list[tuple[RawMessage, Failure]] = []
+        for group, error in zip(groups, results, strict=True):
+            if error is None:
+                continue
+            failure = classify(error, Step.STORE)
+            if failure.transient:
+                raise MustStop(error)
+            refused.extend((item, failure) for item in group.items)
+        return refused
 
     def _rejected(
         self, raw: RawMessage, message: Frozen, exc: Exception, now: datetime
@@ -323,75 +406,131 @@ class Handler:
         )
 
     async def _quarantine(
-        self, raw: RawMessage, message: Frozen, exc: UnreadableState, now: datetime, batch: _Batch
+        self, raw: RawMessage, message: Frozen, exc: UnreadableState, batch: _Batch
     ) -> None:
-        """A stored value cannot be read: the value (once) and the message are
-        dead-lettered with the reason and counted; the subject's messages wait
-        there (replayable) until the value is repaired, and the partition goes on."""
-        self.metrics.observe_unreadable_state()
+        """A stored value cannot be read: the value (once) and the event are parked
+        as ``state_unreadable``; the subject's events wait there (replayable) until
+        the value is repaired, and the partition goes on."""
         log.error(
-            "unreadable stored state in partition %d: %s; the subject's messages are "
-            "dead-lettered until it is repaired",
+            "unreadable stored state in partition %d: %s; the subject's events are "
+            "parked until it is repaired",
             raw.partition,
             exc.reason,
         )
         if exc.key not in self._quarantined:
             self._quarantined.add(exc.key)
-            await self._park_value(
-                raw, exc.key, exc.raw, f"unreadable stored state: {exc.reason}", now, batch
-            )
-        self.metrics.observe_dead_letter(raw.topic, ReasonClass.INVALID_MODEL.value)
-        await self._enqueue_dead_letter(
-            DeadLetter(
-                topic=raw.topic,
-                partition=raw.partition,
-                offset=raw.offset,
-                original_key=raw.key,
-                original_value=raw.value,
-                reason_class=ReasonClass.INVALID_MODEL,
-                reason=(
-                    f"the subject's stored state is unreadable ({exc.reason}); replay this "
-                    f"{type(message).__name__} once it is repaired"
-                )[:1000],
-                failed_at=now,
-                original_value_size=len(raw.value or b""),
-            ),
-            batch,
+            await self._park_value(raw, exc.key, exc.raw, f"unreadable: {exc.reason}", batch)
+        failure = Failure(False, FailureClass.STATE_UNREADABLE, "UnreadableState")
+        reason = (
+            f"the subject's stored state is unreadable ({exc.reason}); re-publish this "
+            f"{type(message).__name__} once it is repaired"
         )
+        await self._park_with(raw, failure, reason, batch)
 
     async def _park_value(
-        self, raw: RawMessage, key: bytes, value: bytes, reason: str, now: datetime, batch: _Batch
+        self, raw: RawMessage, key: bytes, value: bytes, reason: str, batch: _Batch
     ) -> None:
-        """A stored value to the dead-letter topic, with its store key and the reason."""
-        key = key[:4096]
-        limit = max(0, self.codec.max_message_bytes - ENVELOPE_BYTES - len(key))
-        self.metrics.observe_dead_letter(self.state_topic, ReasonClass.INVALID_MODEL.value)
-        await self._enqueue_dead_letter(
-            DeadLetter(
-                topic=self.state_topic,
-                partition=raw.partition,
-                offset=-1,
-                original_key=key,
-                original_value=value[:limit],
-                reason_class=ReasonClass.INVALID_MODEL,
-                reason=reason[:1000],
-                failed_at=now,
-                original_value_size=len(value),
-            ),
-            batch,
+        """A stored value to the dead-letter topic, under its store key, with why."""
+        self.metrics.observe_parked(self.state_topic, FailureClass.STATE_UNREADABLE.value)
+        dead = parked(
+            key[:4096],
+            value,
+            self.state_topic,
+            raw.partition,
+            -1,
+            self.clock.now(),
+            failure_class=FailureClass.STATE_UNREADABLE,
+            reason=reason,
+            max_message_bytes=self.codec.max_message_bytes,
         )
+        await self._send_dead_letter(raw, dead, batch)
 
-    async def _enqueue_dead_letter(self, dead: DeadLetter, batch: _Batch) -> None:
+    async def _send_dead_letter(self, raw: RawMessage, dead: DeadLetter, batch: _Batch) -> None:
+        """Hand a dead letter to the producer. If even that fails, nothing can park
+        the item: the worker must stop rather than commit past it."""
         log_dead_letter(dead, log)
-        try:
-            batch.pending.append(
-                await self.send(
-                    self.names.dead_letter, dead.original_key, self.codec.encode(dead), None
-                )
-            )
-        except Exception as exc:
-            self._fail_stop(exc)
+        value = self.codec.encode(dead)
 
+        async def send() -> Awaitable[Any]:
+            return await self.send(self.names.dead_letter, dead.original_key, value, None)
+
+        try:
+            delivery = await self._retrying(Step.SEND, send)
+        except StepFailed as failed:
+            raise MustStop(failed.cause) from failed
+        batch.pending.append(_Output(raw, self.names.dead_letter, delivery))
+
+    async def _park(self, raw: RawMessage, step: Step, failure: Failure, batch: _Batch) -> None:
+        """Park an item that failed for good: its state is not written by this batch."""
+        await self._park_with(raw, failure, f"{step.value} failed: {failure.reason}", batch)
+
+    async def _park_output(
+        self, raw: RawMessage, topic: str, failure: Failure, batch: _Batch
+    ) -> None:
+        """Park an item one of whose outputs cannot be delivered; the rest of its
+        decision stands (a command stays outstanding, so it is resent and, if it
+        still cannot be delivered, escalated to a person)."""
+        reason = f"output to {topic} not delivered: {failure.reason}"
+        await self._park_with(raw, failure, reason, batch)
+
+    async def _park_with(
+        self, raw: RawMessage, failure: Failure, reason: str, batch: _Batch
+    ) -> None:
+        self.metrics.observe_parked(raw.topic, failure.failure_class.value)
+        dead = parked(
+            raw.key,
+            raw.value,
+            raw.topic,
+            raw.partition,
+            raw.offset,
+            self.clock.now(),
+            failure_class=failure.failure_class,
+            reason=reason,
+            max_message_bytes=self.codec.max_message_bytes,
+            reason_class=(
+                ReasonClass.OVERSIZE
+                if failure.failure_class is FailureClass.RECORD_TOO_LARGE
+                else ReasonClass.INVALID_MODEL
+            ),
+        )
+        await self._send_dead_letter(raw, dead, batch)
+
+    async def _emit(
+        self,
+        raw: RawMessage,
+        topic: str,
+        key: bytes | None,
+        model: Frozen,
+        partition: int | None,
+        batch: _Batch,
+    ) -> bool:
+        """Hand one output of ``raw``'s decision to the producer; False if it was parked."""
+        try:
+            value = self.codec.encode(model)
+        except Exception as exc:
+            await self._park_output(raw, topic, classify(exc, Step.SEND), batch)
+            return False
+        if len(value) > MAX_MESSAGE_BYTES:
+            # Outputs are bounded by construction (docs/state.md); one that is not is
+            # a bug, parked rather than sent to fail at the broker.
+            failure = Failure(False, FailureClass.RECORD_TOO_LARGE, "OutputOverBound")
+            await self._park_output(raw, topic, failure, batch)
+            return False
+
+        async def send() -> Awaitable[Any]:
+            return await self.send(topic, key, value, partition)
+
+        try:
+            delivery = await self._retrying(Step.SEND, send)
+        except StepFailed as failed:
+            if failed.failure.transient:
+                raise MustStop(failed.cause) from failed
+            await self._park_output(raw, topic, failed.failure, batch)
+            return False
+        batch.pending.append(_Output(raw, topic, delivery))
+        return True
+
+    @never_raises
     def _observe(self, decision: Decision) -> None:
         notes = decision.notes
         for request_type in notes.requests_opened:
@@ -401,61 +540,73 @@ class Handler:
         for system, action, outcome, latency in notes.acks:
             self.metrics.observe_ack(system, action, outcome, latency)
 
-    def _outputs(
-        self, decision: Decision, partition: int, now: datetime, head: ChainHead | None
-    ) -> tuple[list[Output], ChainHead | None]:
-        """Every output of a decision, encoded in order (and the audit chain's new
-        head). Raises ``OversizeOutput``, before anything is sent, when one
-        message or state entry would pass ``MAX_MESSAGE_BYTES``."""
-        out: list[Output] = []
+    async def _enqueue(
+        self, decision: Decision, raw: RawMessage, now: datetime, batch: _Batch
+    ) -> None:
+        """Hand every output to the producer, in order; their deliveries go to ``batch``."""
+        partition = raw.partition
+        # The chain head is read before anything is sent: if it cannot be read,
+        # the item is parked with none of its outputs out.
+        head = await self._chain_head(partition) if decision.audit else None
         for command in decision.commands:
             topic = self.names.command(command.target_system)
-            out.append((topic, command.subject_id.encode(), self.codec.encode(command), None))
-        for response in decision.responses:
-            value = self.codec.encode(response)
-            out.append((self.names.responses, response.subject_id.encode(), value, None))
-        if decision.more:
-            # Work is left (a page of a long job): the subject is ticked again at once.
-            tick = DueTick(subject_id=decision.subject_id, due_at=now, sent_at=now)
-            out.append((self._ticks_topic, tick.subject_id.encode(), self.codec.encode(tick), None))
-        if head is not None:
-            # The chain head is per partition; audit events go to the same
-            # partition number as the event that caused them.
-            for entry in decision.audit:
-                event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
-                head = ChainHead.of(event)
-                out.append((self.names.audit, None, self.codec.encode(event), partition))
-        for topic, _key, value, _partition in out:
-            if len(value) > MAX_MESSAGE_BYTES:
-                raise OversizeOutput(f"{len(value)} bytes to {topic}")
-        for key, stored in decision.writes:
-            if stored is not None and len(key) + len(stored) > MAX_MESSAGE_BYTES:
-                raise OversizeOutput(f"a state entry of {len(stored)} bytes")
-        return out, head
-
-    async def _enqueue(self, outputs: list[Output], decision: Decision) -> list[Awaitable[Any]]:
-        """Hand every output to the producer, in order; return their delivery futures."""
-        pending = [await self.send(topic, key, value, p) for topic, key, value, p in outputs]
-        for command in decision.commands:
+            if not await self._emit(raw, topic, command.subject_id.encode(), command, None, batch):
+                continue
             if command.attempt > 1:
                 self.metrics.observe_resend(command.target_system, command.action.value)
             else:
                 self.metrics.observe_command(
                     command.target_system, command.action.value, command.rule_id
                 )
-        for entry in decision.audit:
-            self.metrics.observe_decision(entry.rule_id, entry.decision)
-            if entry.decision == ESCALATED:
-                self.metrics.observe_escalation(
-                    entry.details.get("system", "unknown"),
-                    entry.details.get("action", "unknown"),
-                )
-            self.metrics.observe_audit(entry.decision)
-        return pending
+        for response in decision.responses:
+            await self._emit(
+                raw, self.names.responses, response.subject_id.encode(), response, None, batch
+            )
+        if head is not None:
+            # The chain head is per partition; audit events go to the same
+            # partition number as the event that caused them.
+            for entry in decision.audit:
+                event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
+                if not await self._emit(raw, self.names.audit, None, event, partition, batch):
+                    continue  # parked: the next record links to the last one sent
+                head = ChainHead.of(event)
+                self.chain.advance(partition, head)
+                self.metrics.observe_decision(entry.rule_id, entry.decision)
+                if entry.decision == ESCALATED:
+                    self.metrics.observe_escalation(
+                        entry.details.get("system", "unknown"),
+                        entry.details.get("action", "unknown"),
+                    )
+                self.metrics.observe_audit(entry.decision)
+        if decision.more:
+            # Work is left (a page of a long job): the subject is ticked again at once.
+            tick = DueTick(subject_id=decision.subject_id, due_at=now, sent_at=now)
+            await self._emit(raw, self._ticks_topic, tick.subject_id.encode(), tick, None, batch)
 
-    @staticmethod
-    async def _confirm(pending: list[Awaitable[Any]]) -> None:
-        # Wait for the broker to confirm every record before state is written
-        # and before the offset can be committed.
-        if pending:
-            await asyncio.gather(*pending)
+    async def _chain_head(self, partition: int) -> ChainHead:
+        async def read() -> ChainHead:
+            return await self.chain.head(partition)
+
+        return await self._retrying(Step.CHAIN_HEAD, read)
+
+    async def _confirm(self, batch: _Batch) -> None:
+        """Wait until the broker has every output handed to the producer so far.
+
+        Before state is written and before the offset can be committed. An
+        output the broker refused for good is parked (its dead letter is then
+        waited for too). A transient failure is not resent here: the producer
+        has already retried it until its delivery timeout, and a resend could
+        land behind records sent after it; the batch is replayed instead.
+        """
+        while batch.pending:
+            outputs, batch.pending = batch.pending, []
+            results = await asyncio.gather(*(o.delivery for o in outputs), return_exceptions=True)
+            for output, result in zip(outputs, results, strict=True):
+                if not isinstance(result, BaseException):
+                    continue
+                if not isinstance(result, Exception):
+                    raise result  # cancelled: the worker is stopping
+                failure = classify(result, Step.SEND)
+                if failure.transient or output.topic == self.names.dead_letter:
+                    raise MustStop(result)
+                await self._park_output(output.item, output.topic, failure, batch)

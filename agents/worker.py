@@ -14,8 +14,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from agents import __version__
 from agents.chain_heads import TopicChainHeads
 from agents.clock import Clock, SystemClock
+from agents.failures import RetryPolicy, Step
 from agents.faust_app import make_app, raw_topic
 from agents.handler import Handler, RawMessage, to_ms
+from agents.known_topics import KnownTopics, cluster_topics
 from agents.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
 from agents.rules.policy import Policy, load_policy
 from agents.scheduler import TimerCount, Waker, open_requests, outstanding_commands
@@ -23,7 +25,7 @@ from agents.store.faust_store import FaustStateStore
 from schemas.base import RequestType
 from schemas.commands import Action
 from schemas.internal import DueTick
-from streams.admin import ensure_topics
+from streams.admin import admin_client, ensure_topics
 from streams.codec import Codec
 from streams.settings import Settings
 from streams.topics import TopicNames
@@ -77,6 +79,7 @@ def build_pipeline(
         actions=[a.value for a in Action],
         request_types=[t.value for t in RequestType],
         dead_letter_topics=[*names.inputs, names.acks, names.ticks],
+        retry_steps=[s.value for s in Step],
     )
     # A command outstanding longer than this would already have been escalated
     # under the policy's retry settings: the alert's per-system bound.
@@ -99,10 +102,17 @@ def build_pipeline(
             outputs[topic] = raw_topic(app, topic, partitions=p)
         return outputs[topic]
 
+    known_topics = KnownTopics(cluster_topics(admin_client(settings, bootstrap)))
+
     async def send(
         topic: str, key: bytes | None, value: bytes, partition: int | None
     ) -> Awaitable[Any]:
-        fut: Awaitable[Any] = await output(topic).send(key=key, value=value, partition=partition)
+        await known_topics.check(topic)
+        # What Topic.send does, but returning Faust's own future: Faust sets the
+        # delivery error on it too, and an error nobody awaits is logged as lost.
+        message = output(topic).as_future_message(key=key, value=value, partition=partition)
+        await output(topic).publish_message(message)
+        fut: Awaitable[Any] = message
         return fut
 
     # bytes key and value types make Faust use the raw serializer. One table holds
@@ -134,6 +144,7 @@ def build_pipeline(
         chain=chain,
         send=send,
         state_topic=f"{settings.app_id}-subjects-changelog",
+        retry=RetryPolicy(attempts=settings.retry_attempts, max_seconds=settings.retry_max_seconds),
     )
     waker = Waker()
     counter = TimerCount()

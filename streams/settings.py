@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # workers, so a failover does not replay the changelog (needs 2+ workers).
     standby_replicas: int = Field(default=1, ge=0, le=3)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # A transient failure (broker, leader, network, schema registry) is retried
+    # up to this many times and this long, then the worker stops without
+    # committing (exit 75). Keep it well under the consumer's max poll interval.
+    retry_attempts: int = Field(default=10, ge=1, le=100)
+    retry_max_seconds: float = Field(default=60.0, gt=0, le=600)
 
     @property
     def security(self) -> KafkaSecurity:

@@ -13,9 +13,18 @@ from agents.store.layer import Entries, Write
 MAX_MESSAGE_BYTES = 512 * 1024
 
 
+class StoreError(Exception):
+    """Reading the store failed (I/O, not content): ``cause`` says how."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
 class StateStore(Protocol):
     def entries(self, partition: int) -> Entries:
-        """The partition's entries as stored (reads only)."""
+        """The partition's entries as stored (reads only; failures raise ``StoreError``)."""
 
-    async def persist(self, writes: dict[int, list[Write]]) -> None:
-        """Make the writes durable (changelog confirmed) and visible, in order per partition."""
+    async def persist(self, groups: list[tuple[int, list[Write]]]) -> list[Exception | None]:
+        """Make each group's writes durable (changelog confirmed) and visible, in
+        order, in its partition; per group, None or the exception that refused it."""

@@ -58,6 +58,7 @@ class MemoryStateStore(MemoryStore):
     def entries(self, partition: int) -> MemoryPartition:
         return self.partition(partition)
 
-    async def persist(self, writes: dict[int, list[Write]]) -> None:
-        for partition, batch in writes.items():
-            self.apply(partition, batch)
+    async def persist(self, groups: list[tuple[int, list[Write]]]) -> list[Exception | None]:
+        for partition, writes in groups:
+            self.apply(partition, writes)
+        return [None] * len(groups)

@@ -183,13 +183,21 @@ class Pipeline:
 
     # -- downstream systems ---------------------------------------------------
 
-    def run_downstream(self, system: str, behaviour: Behaviour | None = None) -> DownstreamConsumer:
+    def run_downstream(
+        self,
+        system: str,
+        behaviour: Behaviour | None = None,
+        *,
+        store: ReferenceStore | None = None,
+        group_id: str | None = None,
+    ) -> DownstreamConsumer:
         consumer = DownstreamConsumer(
             system=system,
             bootstrap=self.bootstrap,
             settings=self.settings,
-            store=ReferenceStore(self.workdir / "downstream" / f"{system}.sqlite"),
+            store=store or ReferenceStore(self.workdir / "downstream" / f"{system}.sqlite"),
             behaviour=behaviour or Behaviour(),
+            group_id=group_id,
         )
         thread = threading.Thread(target=consumer.run, name=f"downstream-{system}", daemon=True)
         thread.start()

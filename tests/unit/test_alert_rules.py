@@ -35,9 +35,9 @@ REQUIRED_ALERTS = {
     "LifecycleCommandEscalated",
     "LifecycleTimerLagHigh",
     "LifecycleDeadLetterRateHigh",
+    "LifecycleItemsParked",
     "LifecycleConsumerLagGrowing",
     "LifecycleWorkerDown",
-    "LifecycleStateUnreadable",
 }
 
 # PromQL words that are not metric names.

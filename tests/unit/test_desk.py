@@ -12,6 +12,7 @@ from agents.desk_cli import desk_group
 from agents.rules.snapshot import SubjectSnapshot
 from agents.rules.testing import Harness
 from schemas.base import DataCategory, DocumentType, LegalBasis
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import (
     AccessRequested,
     ComplaintReceived,
@@ -192,4 +193,38 @@ def test_access_report_body_round_trips_to_html_with_controller() -> None:
 
 def test_changelog_topic_and_cli_commands() -> None:
     assert desk.changelog_topic("data-lifecycle") == "data-lifecycle-subjects-changelog"
-    assert sorted(desk_group.commands) == ["render", "requests", "subject"]
+    assert sorted(desk_group.commands) == ["parked", "render", "requests", "subject"]
+
+
+def _letter(offset: int, minutes: int, failure: FailureClass | None) -> DeadLetter:
+    return DeadLetter(
+        topic="t.in.privacy-desk",
+        partition=1,
+        offset=offset,
+        original_key=b"cust-7",
+        original_value=b"secret payload",
+        reason_class=ReasonClass.INVALID_MODEL if failure else ReasonClass.TRUNCATED,
+        reason="output to t.cmd.gone not delivered: unknown_topic (KafkaException)"
+        if failure
+        else "cut short",
+        failed_at=datetime(2026, 3, 1, 9, minutes, tzinfo=UTC),
+        failure_class=failure,
+    )
+
+
+def test_format_parked_lists_parked_items_oldest_first_without_payload() -> None:
+    letters = [
+        _letter(9, 30, FailureClass.RECORD_TOO_LARGE),
+        _letter(4, 10, FailureClass.UNKNOWN_TOPIC),
+        _letter(5, 20, None),  # undecodable input: not parked, a dead letter
+    ]
+    lines = desk.format_parked(letters).splitlines()
+    assert lines[0].split() == ["FAILED", "AT", "CLASS", "SOURCE", "SUBJECT", "REASON"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["2026-03-01T09:10:00+00:00", "unknown_topic", "t.in.privacy-desk/1@4", "cust-7"],
+        ["2026-03-01T09:30:00+00:00", "record_too_large", "t.in.privacy-desk/1@9", "cust-7"],
+    ]
+    every = desk.format_parked(letters, include_undecodable=True)
+    assert "undecodable:truncated" in every
+    assert "secret payload" not in every
+    assert desk.format_parked(letters[2:]) == "nothing parked\n"

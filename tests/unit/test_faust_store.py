@@ -40,14 +40,16 @@ class FakeChangelog:
     def get_topic_name(self) -> str:
         return self.name
 
-    async def send(self, *, key: bytes, value: bytes | None, partition: int, **_: Any) -> Any:
+    def as_future_message(
+        self, *, key: bytes, value: bytes | None, partition: int, **_: Any
+    ) -> asyncio.Future[_Meta]:
         self.sent.append((partition, key, value))
-        offset = len(self.sent) - 1
+        future: asyncio.Future[_Meta] = asyncio.get_running_loop().create_future()
+        future.set_result(_Meta(len(self.sent) - 1))
+        return future
 
-        async def confirmed() -> _Meta:
-            return _Meta(offset)
-
-        return asyncio.ensure_future(confirmed())
+    async def publish_message(self, message: Any) -> None:
+        pass
 
 
 @pytest.fixture
@@ -61,14 +63,15 @@ def table(tmp_path: Path) -> Iterator[Any]:
 
 def test_persist_applies_confirmed_writes_to_their_partition(table: Any) -> None:
     store = FaustStateStore(table)
-    asyncio.run(
+    results = asyncio.run(
         store.persist(
-            {
-                0: [(b"r\x00a\x00x/2", b"two"), (b"r\x00a\x00x/1", b"one"), (b"h\x00a", b"H")],
-                1: [(b"h\x00b", b"B")],
-            }
+            [
+                (0, [(b"r\x00a\x00x/2", b"two"), (b"r\x00a\x00x/1", b"one"), (b"h\x00a", b"H")]),
+                (1, [(b"h\x00b", b"B")]),
+            ]
         )
     )
+    assert results == [None, None]
     zero, one = store.entries(0), store.entries(1)
     assert zero.get(b"h\x00a") == b"H"
     assert zero.get(b"h\x00b") is None  # each write lands in its own partition
@@ -86,15 +89,15 @@ def test_persist_applies_confirmed_writes_to_their_partition(table: Any) -> None
 
 def test_a_delete_is_a_tombstone_and_leaves_the_store(table: Any) -> None:
     store = FaustStateStore(table)
-    asyncio.run(store.persist({0: [(b"h\x00a", b"H")]}))
-    asyncio.run(store.persist({0: [(b"h\x00a", None)]}))
+    asyncio.run(store.persist([(0, [(b"h\x00a", b"H")])]))
+    asyncio.run(store.persist([(0, [(b"h\x00a", None)])]))
     assert store.entries(0).get(b"h\x00a") is None
     assert table.changelog_topic.sent[-1] == (0, b"h\x00a", None)
 
 
 def test_scans_skip_fausts_own_offset_key(table: Any) -> None:
     store = FaustStateStore(table)
-    asyncio.run(store.persist({0: [(b"a", b"1"), (b"z", b"2")]}))
+    asyncio.run(store.persist([(0, [(b"a", b"1"), (b"z", b"2")])]))
     assert [k for k, _ in store.entries(0).iterate(b"", b"\xff")] == [b"a", b"z"]
     assert rocks_db(table, 0).get(b"__faust\x00offset__") is not None
 

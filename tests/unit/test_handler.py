@@ -14,6 +14,7 @@ from tenacity import wait_none
 import agents.handler as handler_module
 from agents.audit_chain import ChainHead, verify_chain
 from agents.clock import FakeClock
+from agents.failures import RetryPolicy
 from agents.handler import Handler, RawMessage
 from agents.metrics import LifecycleMetrics
 from agents.rules.decide import next_due
@@ -76,12 +77,12 @@ class StateAfterConfirm(MemoryStateStore):
     def __init__(self, sent: Sent) -> None:
         super().__init__()
         self.sent = sent
-        self.persisted: list[dict[int, list[Write]]] = []
+        self.persisted: list[list[tuple[int, list[Write]]]] = []
 
-    async def persist(self, writes: dict[int, list[Write]]) -> None:
+    async def persist(self, groups: list[tuple[int, list[Write]]]) -> list[Exception | None]:
         assert self.sent.confirmed == len(self.sent.records), "state written before confirm"
-        self.persisted.append(writes)
-        await super().persist(writes)
+        self.persisted.append(groups)
+        return await super().persist(groups)
 
     def snapshot(self, subject_id: str, partition: int = 0) -> SubjectSnapshot | None:
         return SubjectSnapshot.read(self.entries(partition), subject_id)
@@ -204,7 +205,7 @@ def test_unreachable_registry_is_retried_not_dead_lettered(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler: Handler = world["handler"]
-    handler.registry_retry_wait = wait_none()
+    handler.retry = RetryPolicy(wait=wait_none())
     real_decode = CODEC.decode
     failures = iter([RegistryUnavailable("down"), RegistryUnavailable("still down")])
 
@@ -265,9 +266,10 @@ def test_batch_chains_decisions_per_subject_and_writes_each_in_its_partition(
     # One persist per batch; each subject's entries in its own partition, the
     # header after the records and the seen-event marks last.
     [persisted] = store.persisted
+    assert [partition for partition, _ in persisted] == [0, 1]  # one group per subject
     assert store.snapshot("cust-2", partition=1) is not None
     assert store.snapshot("cust-2", partition=0) is None
-    order = [k[:1] for k, _ in persisted[0]]
+    order = [k[:1] for k, _ in persisted[0][1]]
     assert order.index(keys.HEADER) > max(i for i, ns in enumerate(order) if ns == keys.RECORD)
     assert all(ns == keys.SEEN for ns in order[order.index(keys.HEADER) + 1 :])
     assert world["sent"].confirmed == len(world["sent"].records)

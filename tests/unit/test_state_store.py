@@ -30,7 +30,7 @@ from agents.store.codec import (
 from agents.store.layer import Layer, scan
 from agents.store.memory import MemoryPartition, MemoryStateStore
 from schemas.commands import AckOutcome, CommandAck
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DeadLetter, FailureClass
 from schemas.events import CallRecorded
 from streams.codec import Codec
 from streams.topics import TopicNames
@@ -333,6 +333,10 @@ def test_the_worker_converts_a_previous_format_subject_when_it_meets_it() -> Non
     assert next_due(entries, "cust-1") is not None
 
 
+def _parked(topic: str) -> dict[str, str]:
+    return {"topic": topic, "failure_class": "state_unreadable"}
+
+
 def test_an_unreadable_header_is_quarantined_and_the_batch_goes_on() -> None:
     handler, store, sent, metrics = _handler()
     store.apply(0, [(keys.header("cust-1"), b'{"v": 7, "subject_id": "cust-1"}')])
@@ -355,7 +359,10 @@ def test_an_unreadable_header_is_quarantined_and_the_batch_goes_on() -> None:
     assert dead[0].original_key == keys.header("cust-1")
     assert "format version 7 is newer" in dead[0].reason
     assert "stored state is unreadable" in dead[1].reason
-    assert metrics.state_unreadable._value.get() == 2
+    assert {d.failure_class for d in dead} == {FailureClass.STATE_UNREADABLE}
+    parked = metrics.registry.get_sample_value
+    assert parked("lifecycle_items_parked_total", _parked(NAMES.input("telephony"))) == 2
+    assert parked("lifecycle_items_parked_total", _parked("app-subjects-changelog")) == 1
     # The stored value is left for repair; the other subject was decided.
     assert store.entries(0).get(keys.header("cust-1")) == b'{"v": 7, "subject_id": "cust-1"}'
     assert SubjectSnapshot.read(store.entries(0), "cust-2") is not None
