@@ -48,6 +48,9 @@ lint: install ## ruff format --check, ruff check, mypy --strict on our packages
 compat: install ## Check every Avro schema is FULL_TRANSITIVE compatible with its history
 	$(BIN)/lifecycle schemas check-compat
 
+chaos: install ## Fault-injection suite: own 3-node cluster, workers/broker/downstream killed, scaling, consistency checks (~5 min; CHAOS_* env, see docs/chaos.md)
+	$(BIN)/python -m tests.chaos run
+
 bench: install ## Run the benchmarks (codec throughput, worker throughput, tick cost)
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/tick_bench.py
@@ -57,7 +60,7 @@ clean: ## Stop local brokers and remove the venv, caches and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
 
 
-.PHONY: help install tools run worker test test-unit test-integration lint compat bench clean kafka-up kafka-down
+.PHONY: help install tools run worker test test-unit test-integration lint compat chaos bench clean kafka-up kafka-down
 
 KAFKA_NAME ?= dev
 KAFKA_NODES ?= 1

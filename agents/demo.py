@@ -104,6 +104,8 @@ class _Feed(threading.Thread):
                 "bootstrap.servers": self.bootstrap,
                 "group.id": f"{self.names.prefix}.demo-feed",
                 "auto.offset.reset": "earliest",
+                # Audit events are written in transactions; an aborted one is not shown.
+                "isolation.level": "read_committed",
                 **self.security,
             }
         )

@@ -32,17 +32,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
-from agents.audit_chain import ChainHead, link
+from agents.audit_writer import AuditWriteError
 from agents.clock import Clock
 from agents.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
 from agents.metrics import LifecycleMetrics, never_raises
-from agents.rules.context import Decision
+from agents.rules.context import AuditEntry, Decision
 from agents.rules.decide import decide
 from agents.rules.policy import Policy
 from agents.store import keys, legacy
 from agents.store.base import MAX_MESSAGE_BYTES, StateStore, StoreError
 from agents.store.codec import UnreadableState
 from agents.store.layer import Layer, Write
+from schemas.audit import AuditSource
 from schemas.base import Frozen
 from schemas.commands import CommandAck
 from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
@@ -66,6 +67,10 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+
+    @property
+    def source(self) -> AuditSource:
+        return AuditSource(self.topic, self.partition, self.offset)
 
 
 @dataclass(frozen=True)
@@ -136,10 +141,16 @@ class Sender(Protocol):
         """Enqueue in call order; the returned awaitable completes when the broker has it."""
 
 
-class ChainHeads(Protocol):
-    async def head(self, partition: int) -> ChainHead: ...
-
-    def advance(self, partition: int, head: ChainHead) -> None: ...
+class AuditLog(Protocol):
+    async def append(
+        self,
+        partition: int,
+        entries: Sequence[AuditEntry],
+        *,
+        source: AuditSource,
+        decided_at: datetime,
+    ) -> Awaitable[Any]:
+        """Chain ``entries``; the returned awaitable completes when they are committed."""
 
 
 EXIT_DELIVERY_FAILED = 75  # EX_TEMPFAIL: a supervisor should restart the worker
@@ -166,9 +177,8 @@ class Handler:
         clock: Clock,
         names: TopicNames,
         metrics: LifecycleMetrics,
-        audit_key: bytes,
         store: StateStore,
-        chain: ChainHeads,
+        audit: AuditLog,
         send: Sender,
         state_topic: str = "subjects-changelog",
         retry: RetryPolicy | None = None,
@@ -179,9 +189,8 @@ class Handler:
         self.clock = clock
         self.names = names
         self.metrics = metrics
-        self.audit_key = audit_key
         self.store = store
-        self.chain = chain
+        self.audit = audit
         self.send = send
         # Where a quarantined value came from (the state changelog), for its dead letter.
         self.state_topic = state_topic
@@ -324,7 +333,8 @@ class Handler:
         # Faust acks an event whose agent raised, and would then commit its
         # offset: the event would be lost. Stopping the process at once means
         # nothing is committed; the restarted worker replays the event, which is
-        # harmless (stable command ids, chain head re-read from the audit topic).
+        # harmless (stable command ids; the audit chain head is re-read from the
+        # topic, and the verifier recognises the replayed decisions by their source).
         log.critical(
             "could not make a batch durable (%s), transient failure outlasted its "
             "retries; stopping the worker so the batch is replayed",
@@ -544,10 +554,20 @@ class Handler:
         self, decision: Decision, raw: RawMessage, now: datetime, batch: _Batch
     ) -> None:
         """Hand every output to the producer, in order; their deliveries go to ``batch``."""
-        partition = raw.partition
-        # The chain head is read before anything is sent: if it cannot be read,
-        # the item is parked with none of its outputs out.
-        head = await self._chain_head(partition) if decision.audit else None
+        if decision.audit:
+            # Linked before anything else is sent. The audit chain is per
+            # partition: audit events go to the same partition number as the
+            # input they record, which they name. The batch's events of one
+            # partition are committed in one transaction (agents/audit_writer.py).
+            try:
+                commit = await self.audit.append(
+                    raw.partition, decision.audit, source=raw.source, decided_at=now
+                )
+            except AuditWriteError as exc:
+                # Fenced (another worker owns the partition), unavailable after
+                # retries, or refused: no event of this batch may be acked.
+                raise MustStop(exc) from exc
+            batch.pending.append(_Output(raw, self.names.audit, commit))
         for command in decision.commands:
             topic = self.names.command(command.target_system)
             if not await self._emit(raw, topic, command.subject_id.encode(), command, None, batch):
@@ -562,32 +582,18 @@ class Handler:
             await self._emit(
                 raw, self.names.responses, response.subject_id.encode(), response, None, batch
             )
-        if head is not None:
-            # The chain head is per partition; audit events go to the same
-            # partition number as the event that caused them.
-            for entry in decision.audit:
-                event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
-                if not await self._emit(raw, self.names.audit, None, event, partition, batch):
-                    continue  # parked: the next record links to the last one sent
-                head = ChainHead.of(event)
-                self.chain.advance(partition, head)
-                self.metrics.observe_decision(entry.rule_id, entry.decision)
-                if entry.decision == ESCALATED:
-                    self.metrics.observe_escalation(
-                        entry.details.get("system", "unknown"),
-                        entry.details.get("action", "unknown"),
-                    )
-                self.metrics.observe_audit(entry.decision)
+        for entry in decision.audit:
+            self.metrics.observe_decision(entry.rule_id, entry.decision)
+            if entry.decision == ESCALATED:
+                self.metrics.observe_escalation(
+                    entry.details.get("system", "unknown"),
+                    entry.details.get("action", "unknown"),
+                )
+            self.metrics.observe_audit(entry.decision)
         if decision.more:
             # Work is left (a page of a long job): the subject is ticked again at once.
             tick = DueTick(subject_id=decision.subject_id, due_at=now, sent_at=now)
             await self._emit(raw, self._ticks_topic, tick.subject_id.encode(), tick, None, batch)
-
-    async def _chain_head(self, partition: int) -> ChainHead:
-        async def read() -> ChainHead:
-            return await self.chain.head(partition)
-
-        return await self._retrying(Step.CHAIN_HEAD, read)
 
     async def _confirm(self, batch: _Batch) -> None:
         """Wait until the broker has every output handed to the producer so far.
@@ -607,6 +613,9 @@ class Handler:
                 if not isinstance(result, Exception):
                     raise result  # cancelled: the worker is stopping
                 failure = classify(result, Step.SEND)
-                if failure.transient or output.topic == self.names.dead_letter:
+                # A dead letter or an audit commit cannot be parked in turn: the
+                # audit transaction holds every decision of the batch on that
+                # partition, and the writer has already retried it.
+                if failure.transient or output.topic in (self.names.dead_letter, self.names.audit):
                     raise MustStop(result)
                 await self._park_output(output.item, output.topic, failure, batch)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ACK_LATENCY_BUCKETS",
     "ALLOWED_LABELS",
+    "AUDIT_ERROR_OUTCOMES",
+    "AUDIT_OPERATIONS",
     "DEAD_LETTER_REASONS",
     "FAILURE_CLASSES",
     "METRIC_NAMES",
@@ -72,6 +74,7 @@ ALLOWED_LABELS: Final = frozenset(
         "bucket",
         "partition",
         "decision",
+        "operation",
         # Only on lifecycle_worker_info:
         "version",
         "policy_version",
@@ -155,10 +158,16 @@ METRIC_NAMES: Final = (
     "lifecycle_requests_closed_total",
     "lifecycle_requests_open",
     "lifecycle_audit_events_written_total",
+    "lifecycle_audit_write_errors_total",
     "lifecycle_consumer_lag",
     "lifecycle_items_parked_total",
     "lifecycle_transient_retries_total",
 )
+
+#: ``operation`` label values of ``lifecycle_audit_write_errors_total``.
+AUDIT_OPERATIONS: Final = ("fence", "read_head", "commit")
+#: ``outcome`` label values of ``lifecycle_audit_write_errors_total``.
+AUDIT_ERROR_OUTCOMES: Final = ("retried", "unavailable", "fenced", "refused", "unreadable")
 
 # A label value: identifiers, topic names, versions. No '@', spaces or other
 # free-text characters, bounded length.
@@ -245,6 +254,7 @@ class LifecycleMetrics:
     requests_closed: Counter
     requests_open: Gauge
     audit_events_written: Counter
+    audit_write_errors: Counter
     consumer_lag: Gauge
     items_parked: Counter
     transient_retries: Counter
@@ -370,6 +380,15 @@ class LifecycleMetrics:
                 ["event_type"],
                 registry=r,
             ),
+            audit_write_errors=Counter(
+                "lifecycle_audit_write_errors_total",
+                "Errors writing the audit chain, by operation (fence, read_head, commit) and "
+                "outcome: retried (transient, retried with backoff), unavailable (retries "
+                "exhausted), fenced (another worker owns the partition), refused (permanent), "
+                "unreadable (an undecodable record skipped at the chain's tail).",
+                ["operation", "outcome"],
+                registry=r,
+            ),
             consumer_lag=Gauge(
                 "lifecycle_consumer_lag",
                 "Messages between the committed offset and the end of each "
@@ -395,6 +414,10 @@ class LifecycleMetrics:
             registry=r,
         )
         bundle.worker_info.labels(_lv(version), _lv(policy_version)).set(1)
+        # Created at zero so an alert's increase() sees the first error.
+        for operation in AUDIT_OPERATIONS:
+            for outcome in AUDIT_ERROR_OUTCOMES:
+                bundle.audit_write_errors.labels(operation, outcome)
         return bundle
 
     def declare(
@@ -450,6 +473,13 @@ class LifecycleMetrics:
     @never_raises
     def observe_audit(self, event_type: str) -> None:
         self.audit_events_written.labels(_lv(event_type)).inc()
+
+    def observe_audit_error(self, operation: str, outcome: str) -> None:
+        """An audit write error: ``operation`` in AUDIT_OPERATIONS, ``outcome`` in
+        AUDIT_ERROR_OUTCOMES."""
+        if operation not in AUDIT_OPERATIONS or outcome not in AUDIT_ERROR_OUTCOMES:
+            raise ValueError(f"unknown audit error {operation}/{outcome}")
+        self.audit_write_errors.labels(operation, outcome).inc()
 
     # -- commands ----------------------------------------------------------
     @never_raises

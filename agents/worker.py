@@ -12,7 +12,7 @@ import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agents import __version__
-from agents.chain_heads import TopicChainHeads
+from agents.audit_writer import AuditWriter, KafkaAuditTopic
 from agents.clock import Clock, SystemClock
 from agents.failures import RetryPolicy, Step
 from agents.faust_app import make_app, raw_topic
@@ -127,11 +127,18 @@ def build_pipeline(
         extra_topic_configs=CHANGELOG_CONFIG,
     )
     store = FaustStateStore(subjects)
-    chain = TopicChainHeads(
+    audit_topic = KafkaAuditTopic(
         topic=names.audit,
-        consumer_config={"bootstrap.servers": bootstrap, **settings.security.confluent_config()},
+        app_id=settings.app_id,
+        client_config={"bootstrap.servers": bootstrap, **settings.security.confluent_config()},
         codec=codec,
         clock=clock,
+        on_unreadable=lambda _p, _o: metrics.observe_audit_error("read_head", "unreadable"),
+    )
+    audit = AuditWriter(
+        key=settings.audit_hmac_key.get_secret_value().encode(),
+        metrics=metrics,
+        open_log=audit_topic.open,
     )
     handler = Handler(
         codec=codec,
@@ -139,9 +146,8 @@ def build_pipeline(
         clock=clock,
         names=names,
         metrics=metrics,
-        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
         store=store,
-        chain=chain,
+        audit=audit,
         send=send,
         state_topic=f"{settings.app_id}-subjects-changelog",
         retry=RetryPolicy(attempts=settings.retry_attempts, max_seconds=settings.retry_max_seconds),
@@ -160,9 +166,16 @@ def build_pipeline(
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
-        # Another worker may own these partitions now: forget derived state.
+        # Another worker may own these partitions now: forget derived state,
+        # and close the audit producers (the next owner fences them anyway).
+        # Faust's rebalance is eager (everything is revoked), like this.
         waker.clear()
-        chain.forget()
+        await audit.release()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_audit(_app: Any, **_: Any) -> None:
+        # After the consumer stopped, so no batch is still appending.
+        await audit.close()
 
     async def tick(subject_id: str, due_at: datetime, now: datetime) -> None:
         event = DueTick(subject_id=subject_id, due_at=due_at, sent_at=now)

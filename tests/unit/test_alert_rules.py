@@ -38,6 +38,7 @@ REQUIRED_ALERTS = {
     "LifecycleItemsParked",
     "LifecycleConsumerLagGrowing",
     "LifecycleWorkerDown",
+    "LifecycleAuditWriteFailing",
 }
 
 # PromQL words that are not metric names.

@@ -10,8 +10,8 @@ not heal the worker stops before anything is committed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import aiokafka.errors as ak
@@ -21,25 +21,27 @@ from faust.exceptions import ProducerSendError
 from prometheus_client import CollectorRegistry, Counter
 from tenacity import wait_none
 
-from agents.audit_chain import ChainHead
+from agents.audit_chain import ChainHead, link
+from agents.audit_writer import AuditFenced, AuditRefused, AuditUnavailable
 from agents.clock import FakeClock
 from agents.failures import RetryPolicy
-from agents.handler import Handler, RawMessage
+from agents.handler import Handler, RawMessage, Sender
 from agents.known_topics import KnownTopics
 from agents.metrics import LifecycleMetrics
+from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
 from agents.rules.snapshot import SubjectSnapshot
 from agents.store import keys
 from agents.store.base import StoreError
 from agents.store.layer import Write
 from agents.store.memory import MemoryPartition, MemoryStateStore
-from schemas.audit import AuditEvent
+from schemas.audit import AuditEvent, AuditSource
 from schemas.base import Channel
 from schemas.commands import Action, Command
 from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import CallRecorded, MarketingOptOutReceived
 from schemas.internal import DueTick
-from streams.codec import Codec, DecodeError, EncodeError, RegistryUnavailable
+from streams.codec import Codec, EncodeError, RegistryUnavailable
 from streams.settings import REPO_ROOT
 from streams.topics import TopicNames
 
@@ -62,18 +64,41 @@ def stop(exc: Exception) -> NoReturn:
     raise Stopped from exc
 
 
-class FakeChain:
-    def __init__(self) -> None:
+class FakeAudit:
+    """Links entries as the audit writer does and hands them to the fake sender;
+    ``fail`` queues writer errors (after its own retries) for the next appends."""
+
+    def __init__(self, send: Sender) -> None:
+        self.send = send
         self.heads: dict[int, ChainHead] = {}
         self.fail: list[Exception] = []
 
-    async def head(self, partition: int) -> ChainHead:
+    async def append(
+        self,
+        partition: int,
+        entries: Sequence[AuditEntry],
+        *,
+        source: AuditSource,
+        decided_at: datetime,
+    ) -> Awaitable[Any]:
         if self.fail:
             raise self.fail.pop(0)
-        return self.heads.get(partition, ChainHead.genesis())
-
-    def advance(self, partition: int, head: ChainHead) -> None:
+        head = self.heads.get(partition, ChainHead.genesis())
+        deliveries = []
+        for index, entry in enumerate(entries):
+            event = link(
+                head,
+                entry,
+                partition=partition,
+                key=b"k",
+                decided_at=decided_at,
+                source=source,
+                entry_index=index,
+            )
+            head = ChainHead.of(event)
+            deliveries.append(await self.send(NAMES.audit, None, CODEC.encode(event), partition))
         self.heads[partition] = head
+        return asyncio.gather(*deliveries)
 
 
 class FlakySend(Sent):
@@ -167,7 +192,7 @@ class World:
         self.registry = CollectorRegistry()
         self.sent = FlakySend()
         self.store = FlakyStore()
-        self.chain = FakeChain()
+        self.audit = FakeAudit(self.sent)
         self.clock = FakeClock(T0)
         self.handler = Handler(
             codec=CODEC,
@@ -176,9 +201,8 @@ class World:
             names=NAMES,
             metrics=metrics
             or LifecycleMetrics.create(self.registry, version="t", policy_version="t"),
-            audit_key=b"k",
             store=self.store,
-            chain=self.chain,
+            audit=self.audit,
             send=self.sent,
             retry=FAST,
             on_delivery_failure=stop,
@@ -421,13 +445,33 @@ def test_a_delivery_that_times_out_stops_the_worker(w: World) -> None:
     assert w.store.empty
 
 
-def test_the_audit_head_reader_failing_transiently_is_retried(w: World) -> None:
-    # The broker-failover incident: the chain-head reader's consumer timed out.
-    w.chain.fail = [KafkaException(KafkaError(KafkaError._TIMED_OUT))]
-    w.run(recording("cust-ok"))
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuditUnavailable("audit partition 0: commit failed after retries"),
+        AuditFenced("audit partition 0 is owned by another worker"),
+        AuditRefused("audit partition 0: not authorised"),
+    ],
+    ids=["unavailable-after-retries", "fenced", "refused"],
+)
+def test_an_audit_append_that_fails_stops_the_worker_with_nothing_stored(
+    w: World, error: Exception
+) -> None:
+    # The writer retries transient errors itself; what reaches the handler means
+    # the batch's decisions cannot be proven, so none of its events may be acked.
+    w.audit.fail = [error]
+    with pytest.raises(Stopped):
+        w.run(opt_out("cust-1"), recording("cust-ok"))
+    assert w.store.empty
     assert w.dead() == []
-    assert w.metric("lifecycle_transient_retries_total", step="chain_head") == 1
-    assert_healthy(w, "cust-ok")
+
+
+def test_an_audit_commit_the_broker_refuses_stops_the_worker(w: World) -> None:
+    # Not parked: the transaction holds every decision of the batch on that partition.
+    w.sent.undelivered[NAMES.audit] = ak.MessageSizeTooLargeError()
+    with pytest.raises(Stopped):
+        w.run(recording("cust-1"))
+    assert w.store.empty
 
 
 # -- send: permanent -------------------------------------------------------------
@@ -494,24 +538,6 @@ def test_an_output_that_cannot_be_encoded_is_parked(
     w.run(opt_out("cust-1"), recording("cust-ok"))
     assert parked(w) == [(DESK, 0, FailureClass.UNENCODABLE_OUTPUT)]
     assert_healthy(w, "cust-ok")
-
-
-def test_an_unreadable_audit_tail_parks_the_item_before_anything_is_sent(w: World) -> None:
-    w.chain.fail = [DecodeError(ReasonClass.INVALID_AVRO, "not Avro")]
-    w.run(opt_out("cust-1"), recording("cust-ok"))
-    assert parked(w) == [(DESK, 0, FailureClass.UNREADABLE_RECORD)]
-    assert w.sent.on(SUPPRESS_TO) == []
-    assert not w.store.holds("cust-1")
-    assert_healthy(w, "cust-ok")
-
-
-def test_a_parked_audit_record_is_not_linked_to(w: World) -> None:
-    w.sent.raise_on[NAMES.audit] = [ak.MessageSizeTooLargeError()]
-    w.run(recording("cust-1"), recording("cust-2"))
-    assert parked(w) == [(TELEPHONY, 0, FailureClass.RECORD_TOO_LARGE)]
-    (written,) = w.sent.on(NAMES.audit)
-    # The record sent links to the chain's real end, not to the one never written.
-    assert written.prev_hash == ChainHead.genesis().hash
 
 
 def test_when_even_the_dead_letter_cannot_be_written_the_worker_stops(w: World) -> None:

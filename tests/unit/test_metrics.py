@@ -45,6 +45,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "lifecycle_requests_closed_total": ("counter", {"request_type", "outcome"}),
     "lifecycle_requests_open": ("gauge", {"request_type", "bucket"}),
     "lifecycle_audit_events_written_total": ("counter", {"event_type"}),
+    "lifecycle_audit_write_errors_total": ("counter", {"operation", "outcome"}),
     "lifecycle_consumer_lag": ("gauge", {"topic", "partition"}),
     "lifecycle_items_parked_total": ("counter", {"topic", "failure_class"}),
     "lifecycle_transient_retries_total": ("counter", {"step"}),

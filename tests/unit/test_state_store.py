@@ -35,7 +35,7 @@ from schemas.events import CallRecorded
 from streams.codec import Codec
 from streams.topics import TopicNames
 from tests.unit.builders import NOTICE
-from tests.unit.test_handler import FakeChain, Sent
+from tests.unit.test_handler import FakeAudit, Sent
 
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 NAMES = TopicNames("t")
@@ -300,9 +300,8 @@ def _handler() -> tuple[Handler, MemoryStateStore, Sent, LifecycleMetrics]:
         clock=FakeClock(T0 + timedelta(minutes=5)),
         names=NAMES,
         metrics=metrics,
-        audit_key=b"k",
         store=store,
-        chain=FakeChain(),
+        audit=FakeAudit(sent),
         send=sent,
         state_topic="app-subjects-changelog",
     )
