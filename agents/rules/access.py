@@ -227,7 +227,7 @@ def report_inputs(ctx: Ctx, request: RequestState) -> tuple[ReportInputs, int]:
     controller, dpo, authority = rights.contacts(policy)
     exports = [
         decode(ExportNote, key.encode(), raw)
-        for key, raw in ctx.items(request.request_id, ITEM_EXPORT, limit=10_000)
+        for key, raw in ctx.items(request.request_id, ITEM_EXPORT, limit=limits.MAX_EXPORTS_LISTED)
     ]
     inputs = ReportInputs(
         request_id=request.request_id,
@@ -291,7 +291,9 @@ def _complete_portability(ctx: Ctx, request: RequestState) -> None:
     if too_large:
         exports = [
             decode(ExportNote, key.encode(), raw)
-            for key, raw in ctx.items(request.request_id, ITEM_EXPORT, limit=1_000)
+            for key, raw in ctx.items(
+                request.request_id, ITEM_EXPORT, limit=limits.MAX_EXPORTS_LISTED
+            )
         ]
         body = json.dumps(
             {

@@ -20,3 +20,5 @@ MAX_REASONS = 20
 MAX_REPORT_RECORDS = 2_000
 # Portable records put into one portability answer (larger exports go by reference).
 MAX_PORTABLE_RECORDS = 2_000
+# Export references listed in one answer (about 120 bytes each).
+MAX_EXPORTS_LISTED = 1_000
