@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install pinned dependencies
 
-tools: ## Install promtool and prometheus (Debian's prometheus package) where missing
+tools: ## Install promtool and prometheus, and chromium for the desk's browser test (Debian packages) where missing
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	else echo "warning: promtool/prometheus missing; alert-rule and scrape tests will be skipped (apt-get install prometheus)" >&2; fi
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
+	else echo "warning: chromium missing; the desk's browser test will be skipped (apt-get install chromium)" >&2; fi
 
 run: install ## Run the pipeline locally: broker, worker, downstream stores and traffic simulator (demo policy)
 	$(BIN)/lifecycle demo
@@ -54,6 +58,7 @@ chaos: install ## Fault-injection suite: own 3-node cluster, workers/broker/down
 bench: install ## Run the benchmarks (codec throughput, worker throughput, tick cost)
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/tick_bench.py
+	$(BIN)/python bench/desk_bench.py
 
 clean: ## Stop local brokers and remove the venv, caches and local data (var/)
 	-test -x $(BIN)/lifecycle && $(BIN)/lifecycle kafka down --all

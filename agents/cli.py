@@ -9,7 +9,7 @@ from typing import NoReturn
 import click
 
 from agents.clock import SystemClock
-from agents.desk_cli import desk_group
+from desk.cli import desk_group
 from streams.broker.cli import kafka
 from streams.broker.errors import BrokerError
 from streams.cli import publish, tail

@@ -177,13 +177,19 @@ def _request(ctx: Ctx, old: LegacyRequest) -> None:
     if old.restriction_active:
         for key in old.record_keys:
             ctx.item_put(rid, ITEM_COVERED, key)
+    ctx.subject.requests[rid] = request_of(old, pending=len(pending))
+
+
+def request_of(old: LegacyRequest, *, pending: int) -> RequestState:
+    """A format-0 request as today's request (its lists become counts; the items
+    themselves are written by ``convert``)."""
     fields = old.model_dump(
         exclude={"pending_command_ids", "kept", "exports", "portable", "record_keys"}
     )
-    ctx.subject.requests[rid] = RequestState.model_validate(
+    return RequestState.model_validate(
         {
             **fields,
-            "pending": len(pending),
+            "pending": pending,
             "kept_count": len({(k.system, k.record_id) for k in old.kept}),
             "systems": sorted({k.split("/", 1)[0] for k in old.record_keys}),
         }

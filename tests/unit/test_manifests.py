@@ -262,7 +262,7 @@ def test_dockerfile() -> None:
     (user,) = by_op["USER"]
     assert user.split(":")[0] not in {"0", "root"}
     assert by_op["ENTRYPOINT"] == ['["lifecycle"]']
-    for copied in ("pyproject.toml", "constraints.txt", "streams", "schemas", "agents"):
+    for copied in ("pyproject.toml", "constraints.txt", "streams", "schemas", "agents", "desk"):
         assert any(copied in c for c in by_op["COPY"]), copied
 
 
