@@ -8,11 +8,12 @@ fenced writer's, or one cut short by a failure) is not part of the chain.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from agents.audit_chain import BrokenLink, ChainHead, ChainReport, check_chain
+from agents.audit_proofs import ProofCheck
 from agents.chain_heads import read_committed_config
 from agents.clock import Clock
 from agents.kafka_errors import is_transient_error
@@ -32,9 +33,11 @@ class VerifyResult:
     replayed: int = 0
     redecided: int = 0
     duplicates: int = 0
+    # Proofs split over several events (parts, pages) with a piece missing.
+    incomplete: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, partition: int, report: ChainReport) -> VerifyResult:
+    def of(cls, partition: int, report: ChainReport, incomplete: list[str]) -> VerifyResult:
         return cls(
             partition,
             report.checked,
@@ -42,6 +45,7 @@ class VerifyResult:
             report.replayed,
             report.redecided,
             report.duplicates,
+            incomplete,
         )
 
     def summary(self) -> str:
@@ -59,6 +63,7 @@ class VerifyResult:
             )
             if n
         ]
+        notes += [f"INCOMPLETE proof: {problem}" for problem in self.incomplete]
         return head + f"{self.checked} event(s), chain intact" + "".join(f"; {n}" for n in notes)
 
 
@@ -128,6 +133,7 @@ def verify_partition(
     one that does not decode) is named.
     """
     checked = 0
+    proofs = ProofCheck()
 
     def events() -> Iterator[tuple[int, AuditEvent]]:
         nonlocal checked
@@ -137,6 +143,7 @@ def verify_partition(
             if isinstance(item, DecodeError):
                 raise _Undecodable(offset, str(item))
             checked += 1
+            proofs.add(item)
             yield offset, item
 
     try:
@@ -144,7 +151,7 @@ def verify_partition(
     except _Undecodable as exc:
         broken = BrokenLink(exc.offset, None, f"record does not decode: {exc.reason}")
         return VerifyResult(partition, checked, broken)
-    return VerifyResult.of(partition, report)
+    return VerifyResult.of(partition, report, proofs.problems())
 
 
 class _Undecodable(Exception):

@@ -106,8 +106,9 @@ def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> No
     """Check the hash chain of the audit topic; name the first broken link.
 
     Decisions appended again after a crash (a replay: same input) and
-    byte-identical redeliveries are counted, not failures. Exit 2 when a
-    chain is broken.
+    byte-identical redeliveries are counted, not failures. A proof split over
+    several events (parts of an entry, pages of an erasure) that misses a piece
+    is named. Exit 2 when a chain is broken or a proof incomplete.
     """
     from agents.audit_verify import verify_partition
     from streams.codec import Codec
@@ -128,7 +129,7 @@ def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> No
             end,
         )
         click.echo(result.summary())
-        broken = broken or result.broken is not None
+        broken = broken or result.broken is not None or bool(result.incomplete)
     if broken:
         sys.exit(2)
 

@@ -2,17 +2,24 @@
 
 All policy lives in the pure ``decide``; this module only moves bytes. The
 order matters for at-least-once delivery: every outgoing message is confirmed
-by the broker before the state is written, and Faust commits the source
-offset only after the producer (which also carries the table changelog) is
-flushed. A crash anywhere replays the event, and replays are harmless because
-command ids are stable and decisions deduplicate event ids.
+by the broker before the state is written (``StateStore.persist``: changelog
+confirmed, then the local store), and the source offsets are committed only
+after that. A crash anywhere replays the event, and replays are harmless
+because command ids are stable and decisions deduplicate event ids.
+
+A decision reads the subject's entries through a layer holding what earlier
+decisions of the same batch wrote. A subject still in the previous one-value
+format is converted when first met (``agents.store.legacy``).
 
 Failures are isolated per event (``agents.failures``): a transient one is
 retried, and if it does not heal the worker stops without committing (the
 batch is replayed); a permanent one parks that event, or the one output that
-cannot be delivered, on the dead-letter topic, and the batch goes on. Faust
-acknowledges a batch only when ``handle_batch`` returns, and it returns only
-once every output, dead letter and state of the batch is durable.
+cannot be delivered, on the dead-letter topic, and the batch goes on. A stored
+value that cannot be read is quarantined: the value (once) and the event are
+parked as ``state_unreadable`` and the subject's later events likewise, until
+it is repaired. Faust acknowledges a batch only when ``handle_batch`` returns,
+and it returns only once every output, dead letter and state of the batch is
+durable.
 """
 
 from __future__ import annotations
@@ -20,8 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -31,17 +37,18 @@ from agents.clock import Clock
 from agents.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
 from agents.metrics import LifecycleMetrics, never_raises
 from agents.rules.context import AuditEntry, Decision
-from agents.rules.decide import decide, next_due
+from agents.rules.decide import decide
 from agents.rules.policy import Policy
-from agents.rules.state import SubjectState
-from agents.scheduler import Schedule, ScheduleEntry
+from agents.store import keys, legacy
+from agents.store.base import MAX_MESSAGE_BYTES, StateStore, StoreError
+from agents.store.codec import UnreadableState
+from agents.store.layer import Layer, Write
 from schemas.audit import AuditSource
 from schemas.base import Frozen
 from schemas.commands import CommandAck
 from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import INPUT_EVENTS, Event
 from schemas.internal import DueTick
-from schemas.responses import ResponseStatus
 from streams.codec import Codec
 from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter, parked
 from streams.topics import TopicNames
@@ -76,22 +83,47 @@ class _Output:
 
 
 @dataclass
-class _Write:
-    """A subject's state to write, in the context of its latest event."""
+class _Subject:
+    """One subject's writes in a batch (last value per key, in first-write order)
+    and every item of the batch whose decision they carry."""
 
-    token: Any
-    state: SubjectState | None
-    # Every item of the batch whose decision this state carries.
-    items: list[RawMessage]
+    partition: int
+    writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    items: list[RawMessage] = field(default_factory=list)
+
+    def ordered(self) -> list[Write]:
+        # Entries first, then the header, then the seen-event marks: a crash that
+        # loses the tail never marks an event seen whose effects were lost.
+        body: list[Write] = []
+        header: list[Write] = []
+        seen: list[Write] = []
+        for key, value in self.writes.items():
+            ns = key[:1]
+            (header if ns == keys.HEADER else seen if ns == keys.SEEN else body).append(
+                (key, value)
+            )
+        return body + header + seen
 
 
 @dataclass
 class _Batch:
-    """What a batch has decided so far: delivery futures, states to write."""
+    """What a batch has decided so far: deliveries, read layers, writes per subject."""
 
+    store: StateStore
     pending: list[_Output] = field(default_factory=list)
-    states: dict[bytes, SubjectState | None] = field(default_factory=dict)
-    writes: dict[bytes, _Write] = field(default_factory=dict)
+    layers: dict[int, Layer] = field(default_factory=dict)
+    subjects: dict[str, _Subject] = field(default_factory=dict)
+
+    def layer(self, partition: int) -> Layer:
+        if partition not in self.layers:
+            self.layers[partition] = Layer(self.store.entries(partition))
+        return self.layers[partition]
+
+    def write(self, subject_id: str, raw: RawMessage, writes: list[Write]) -> None:
+        self.layer(raw.partition).apply(writes)
+        group = self.subjects.setdefault(subject_id, _Subject(raw.partition))
+        group.writes.update(writes)
+        group.items.append(raw)
 
 
 class MustStop(Exception):
@@ -145,11 +177,10 @@ class Handler:
         clock: Clock,
         names: TopicNames,
         metrics: LifecycleMetrics,
-        subjects: MutableMapping[bytes, bytes],
-        schedule_table: MutableMapping[bytes, bytes],
-        schedule: Schedule,
+        store: StateStore,
         audit: AuditLog,
         send: Sender,
+        state_topic: str = "subjects-changelog",
         retry: RetryPolicy | None = None,
         on_delivery_failure: Callable[[Exception], NoReturn] = exit_for_replay,
     ) -> None:
@@ -158,15 +189,16 @@ class Handler:
         self.clock = clock
         self.names = names
         self.metrics = metrics
-        self.subjects = subjects
-        self.schedule_table = schedule_table
-        self.schedule = schedule
+        self.store = store
         self.audit = audit
         self.send = send
+        # Where a quarantined value came from (the state changelog), for its dead letter.
+        self.state_topic = state_topic
         self.retry = retry or RetryPolicy()
         self.on_delivery_failure = on_delivery_failure
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
+        self._quarantined: set[bytes] = set()
 
     def _expected(self, topic: str) -> tuple[type[Frozen], ...]:
         if topic == self._acks_topic:
@@ -176,45 +208,34 @@ class Handler:
         return INPUT_EVENTS
 
     async def handle(self, raw: RawMessage) -> None:
-        await self.handle_batch([(raw, None)])
+        await self.handle_batch([raw])
 
-    async def handle_batch(
-        self,
-        items: Sequence[tuple[RawMessage, Any]],
-        in_event: Callable[[Any], AbstractContextManager[object]] = lambda _: nullcontext(),
-    ) -> None:
-        """Decide a batch in order, wait once for all its outputs, then write states.
+    async def handle_batch(self, items: Sequence[RawMessage]) -> None:
+        """Decide a batch in order, wait once for all its outputs, then persist the state.
 
         One wait for the broker per batch instead of per message is what makes a
-        batch cheaper; the order of the guarantees is unchanged. Each item carries
-        an opaque token; ``in_event(token)`` is entered around that subject's table
-        write (Faust writes a table in the context of an event of the same partition).
+        batch cheaper; the order of the guarantees is unchanged: outputs confirmed,
+        then the state persisted (each subject's writes in its own partition).
 
         Whatever fails while one item is handled affects that item only (see the
         module doc). Returns only when everything of the batch is durable;
         otherwise the worker stops without committing.
         """
-        batch = _Batch()
+        batch = _Batch(self.store)
         try:
-            for raw, token in items:
-                await self._isolated(raw, token, batch)
+            for raw in items:
+                await self._isolated(raw, batch)
             await self._confirm(batch)
-            failed: list[tuple[RawMessage, Failure]] = []
-            for key, write in batch.writes.items():
-                with in_event(write.token):
-                    failure = await self._store_durably(key, write.state)
-                if failure is not None:
-                    failed.extend((item, failure) for item in write.items)
-            for item, failure in failed:
+            for item, failure in await self._persist(batch):
                 await self._park(item, Step.STORE, failure, batch)
             await self._confirm(batch)  # the dead letters of items parked while storing
         except MustStop as stop:
             self._fail_stop(stop.cause)
 
-    async def _isolated(self, raw: RawMessage, token: Any, batch: _Batch) -> None:
+    async def _isolated(self, raw: RawMessage, batch: _Batch) -> None:
         """Handle one item; if it fails for good, park it and let the batch go on."""
         try:
-            await self._decide_one(raw, token, batch)
+            await self._decide_one(raw, batch)
         except MustStop:
             raise
         except StepFailed as failed:
@@ -228,7 +249,7 @@ class Handler:
             log.debug("handling an item raised", exc_info=True)
             await self._park(raw, Step.DECIDE, failure, batch)
 
-    async def _decide_one(self, raw: RawMessage, token: Any, batch: _Batch) -> None:
+    async def _decide_one(self, raw: RawMessage, batch: _Batch) -> None:
         now = self.clock.now()
         decoded = await self._decode(raw, now)
         if isinstance(decoded, DeadLetter):
@@ -239,21 +260,74 @@ class Handler:
         self.metrics.observe_event(raw.topic, type(message).__name__)
         if isinstance(message, DueTick):
             self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
-        key = message.subject_id.encode()
+        subject_id = message.subject_id
         # A subject decided earlier in this batch continues from that decision.
-        state = batch.states[key] if key in batch.states else await self._load_durably(key)
-        if isinstance(message, CommandAck):
-            self._observe_ack(state, message)
-        try:
-            decision = decide(state, message, now, self.policy)
-        except Exception as exc:  # a message the rules cannot take must not stop the worker
-            await self._send_dead_letter(raw, self._rejected(raw, message, exc, now), batch)
+        result = await self._load_and_decide(batch.layer(raw.partition), message, now)
+        migrated, stale, outcome = result
+        if isinstance(outcome, UnreadableState):
+            await self._quarantine(raw, message, outcome, batch)
             return
-        self._observe_requests(state, decision.state)
+        if isinstance(outcome, Exception):  # the rules cannot take it: it must not stop the worker
+            await self._send_dead_letter(raw, self._rejected(raw, message, outcome, now), batch)
+            return
+        decision = outcome
+        if stale is not None:
+            reason = "format-0 value beside keyed state (two worker versions ran at once)"
+            await self._park_value(raw, subject_id.encode(), stale, reason, batch)
+        too_large = next(
+            (
+                len(v)
+                for k, v in decision.writes
+                if v is not None and len(k) + len(v) > MAX_MESSAGE_BYTES
+            ),
+            None,
+        )
+        if too_large is not None:
+            failure = Failure(False, FailureClass.STATE_NOT_STORED, "StateEntryTooLarge")
+            await self._park_with(raw, failure, f"a state entry of {too_large} bytes", batch)
+            return
+        self._observe(decision)
         await self._enqueue(decision, raw, now, batch)
-        batch.states[key] = decision.state
-        earlier = batch.writes[key].items if key in batch.writes else []
-        batch.writes[key] = _Write(token, decision.state, [*earlier, raw])
+        batch.write(subject_id, raw, migrated + decision.writes)
+
+    async def _load_and_decide(
+        self, base: Layer, message: Event | CommandAck | DueTick, now: datetime
+    ) -> tuple[list[Write], bytes | None, Decision | Exception]:
+        """Read (converting a previous-format subject) and decide, on a layer of its
+        own over the batch's. A store read failing transiently is retried (step
+        ``load``); one failing for good raises ``StepFailed`` (the item is parked).
+        What the rules raise, or a value they cannot read, is returned."""
+
+        async def attempt() -> tuple[list[Write], bytes | None, Decision | Exception]:
+            layer = Layer(base)
+            try:
+                migrated, stale = self._convert(layer, message.subject_id, now)
+                return migrated, stale, decide(layer, message, now, self.policy)
+            except StoreError as exc:
+                raise exc.cause from exc
+            except Exception as exc:
+                return [], None, exc
+
+        return await self._retrying(Step.LOAD, attempt)
+
+    def _convert(
+        self, layer: Layer, subject_id: str, now: datetime
+    ) -> tuple[list[Write], bytes | None]:
+        """Convert a subject still stored in the previous format (once), into ``layer``;
+        also the old value if it sits beside keyed state (two versions ran at once:
+        unsupported; the keyed state is carried on and the old value parked)."""
+        legacy_key = subject_id.encode()
+        old = layer.get(legacy_key)
+        if old is None:
+            return [], None
+        stale = None
+        if layer.get(keys.header(subject_id)) is None:
+            writes = legacy.convert(old, subject_id=subject_id, policy=self.policy, now=now)
+        else:
+            stale = old
+            writes = [(legacy_key, None)]
+        layer.apply(writes)
+        return writes, stale
 
     def _fail_stop(self, exc: Exception) -> NoReturn:
         # Faust acks an event whose agent raised, and would then commit its
@@ -292,25 +366,35 @@ class Handler:
             step, call, self.retry, lambda s, _failure: self.metrics.observe_retry(s.value)
         )
 
-    async def _load_durably(self, key: bytes) -> SubjectState | None:
-        async def load() -> SubjectState | None:
-            return self._load(key)
+    async def _persist(self, batch: _Batch) -> list[tuple[RawMessage, Failure]]:
+        """Persist every subject's writes; the items of a subject whose writes the
+        broker refused for good, with the failure. The store failing as a whole
+        transiently is retried (step ``store``); a delivery failing transiently
+        stops the worker (the producer has retried it already; the batch is
+        replayed)."""
+        groups = list(batch.subjects.values())
+        if not groups:
+            return []
+        writes = [(g.partition, g.ordered()) for g in groups]
 
-        return await self._retrying(Step.LOAD, load)
-
-    async def _store_durably(self, key: bytes, state: SubjectState | None) -> Failure | None:
-        """Write a state; the permanent failure if it cannot be written."""
-
-        async def store() -> None:
-            self._store(key, state)
+        async def persist() -> list[Exception | None]:
+            return await self.store.persist(writes)
 
         try:
-            await self._retrying(Step.STORE, store)
+            results = await self._retrying(Step.STORE, persist)
         except StepFailed as failed:
             if failed.failure.transient:
                 raise MustStop(failed.cause) from failed
-            return failed.failure
-        return None
+            return [(item, failed.failure) for g in groups for item in g.items]
+        refused: list[tuple[RawMessage, Failure]] = []
+        for group, error in zip(groups, results, strict=True):
+            if error is None:
+                continue
+            failure = classify(error, Step.STORE)
+            if failure.transient:
+                raise MustStop(error)
+            refused.extend((item, failure) for item in group.items)
+        return refused
 
     def _rejected(
         self, raw: RawMessage, message: Frozen, exc: Exception, now: datetime
@@ -330,6 +414,46 @@ class Handler:
             failed_at=now,
             original_value_size=len(raw.value or b""),
         )
+
+    async def _quarantine(
+        self, raw: RawMessage, message: Frozen, exc: UnreadableState, batch: _Batch
+    ) -> None:
+        """A stored value cannot be read: the value (once) and the event are parked
+        as ``state_unreadable``; the subject's events wait there (replayable) until
+        the value is repaired, and the partition goes on."""
+        log.error(
+            "unreadable stored state in partition %d: %s; the subject's events are "
+            "parked until it is repaired",
+            raw.partition,
+            exc.reason,
+        )
+        if exc.key not in self._quarantined:
+            self._quarantined.add(exc.key)
+            await self._park_value(raw, exc.key, exc.raw, f"unreadable: {exc.reason}", batch)
+        failure = Failure(False, FailureClass.STATE_UNREADABLE, "UnreadableState")
+        reason = (
+            f"the subject's stored state is unreadable ({exc.reason}); re-publish this "
+            f"{type(message).__name__} once it is repaired"
+        )
+        await self._park_with(raw, failure, reason, batch)
+
+    async def _park_value(
+        self, raw: RawMessage, key: bytes, value: bytes, reason: str, batch: _Batch
+    ) -> None:
+        """A stored value to the dead-letter topic, under its store key, with why."""
+        self.metrics.observe_parked(self.state_topic, FailureClass.STATE_UNREADABLE.value)
+        dead = parked(
+            key[:4096],
+            value,
+            self.state_topic,
+            raw.partition,
+            -1,
+            self.clock.now(),
+            failure_class=FailureClass.STATE_UNREADABLE,
+            reason=reason,
+            max_message_bytes=self.codec.max_message_bytes,
+        )
+        await self._send_dead_letter(raw, dead, batch)
 
     async def _send_dead_letter(self, raw: RawMessage, dead: DeadLetter, batch: _Batch) -> None:
         """Hand a dead letter to the producer. If even that fails, nothing can park
@@ -396,6 +520,12 @@ class Handler:
         except Exception as exc:
             await self._park_output(raw, topic, classify(exc, Step.SEND), batch)
             return False
+        if len(value) > MAX_MESSAGE_BYTES:
+            # Outputs are bounded by construction (docs/state.md); one that is not is
+            # a bug, parked rather than sent to fail at the broker.
+            failure = Failure(False, FailureClass.RECORD_TOO_LARGE, "OutputOverBound")
+            await self._park_output(raw, topic, failure, batch)
+            return False
 
         async def send() -> Awaitable[Any]:
             return await self.send(topic, key, value, partition)
@@ -411,48 +541,14 @@ class Handler:
         return True
 
     @never_raises
-    def _observe_requests(self, before: SubjectState | None, after: SubjectState | None) -> None:
-        """Count requests that opened or reached a final status in this decision."""
-        if after is None:
-            return
-        old = {} if before is None else before.requests
-        for request_id, request in after.requests.items():
-            if request.placeholder:
-                continue
-            previous = old.get(request_id)
-            if previous is None or previous.placeholder:
-                self.metrics.observe_request_received(request.request_type.value)
-            if request.final and (previous is None or not previous.final):
-                self.metrics.observe_request_closed(
-                    request.request_type.value, request.status.value
-                )
-
-    @never_raises
-    def _observe_ack(self, state: SubjectState | None, ack: CommandAck) -> None:
-        tracked = None if state is None else state.commands.get(ack.command_id)
-        if tracked is None:
-            return  # a duplicate or unknown ack: decide() audits it
-        latency = (ack.acked_at - tracked.sent_at).total_seconds()
-        self.metrics.observe_ack(
-            ack.system, tracked.command.action.value, ack.outcome.value, latency
-        )
-
-    def _load(self, key: bytes) -> SubjectState | None:
-        blob = self.subjects.get(key)
-        return None if blob is None else SubjectState.model_validate_json(blob)
-
-    def _store(self, key: bytes, state: SubjectState | None) -> None:
-        entry = None if state is None else schedule_entry(state)
-        if state is None:
-            self.subjects.pop(key, None)
-        else:
-            self.subjects[key] = state.model_dump_json().encode()
-        if entry is None or entry.empty:
-            self.schedule_table.pop(key, None)
-            entry = None
-        else:
-            self.schedule_table[key] = entry.to_bytes()
-        self.schedule.update(key.decode(), entry)
+    def _observe(self, decision: Decision) -> None:
+        notes = decision.notes
+        for request_type in notes.requests_opened:
+            self.metrics.observe_request_received(request_type)
+        for request_type, status in notes.requests_closed:
+            self.metrics.observe_request_closed(request_type, status)
+        for system, action, outcome, latency in notes.acks:
+            self.metrics.observe_ack(system, action, outcome, latency)
 
     async def _enqueue(
         self, decision: Decision, raw: RawMessage, now: datetime, batch: _Batch
@@ -494,6 +590,10 @@ class Handler:
                     entry.details.get("action", "unknown"),
                 )
             self.metrics.observe_audit(entry.decision)
+        if decision.more:
+            # Work is left (a page of a long job): the subject is ticked again at once.
+            tick = DueTick(subject_id=decision.subject_id, due_at=now, sent_at=now)
+            await self._emit(raw, self._ticks_topic, tick.subject_id.encode(), tick, None, batch)
 
     async def _confirm(self, batch: _Batch) -> None:
         """Wait until the broker has every output handed to the producer so far.
@@ -519,22 +619,3 @@ class Handler:
                 if failure.transient or output.topic in (self.names.dead_letter, self.names.audit):
                     raise MustStop(result)
                 await self._park_output(output.item, output.topic, failure, batch)
-
-
-def schedule_entry(state: SubjectState) -> ScheduleEntry:
-    when = next_due(state)
-    return ScheduleEntry(
-        due_ms=None if when is None else to_ms(when),
-        requests=tuple(
-            (r.request_type.value, to_ms(r.due_at))
-            for r in state.requests.values()
-            # Evidence held before its request arrives is not an open request,
-            # and the legal clock of a request awaiting identity has not started.
-            if not r.final
-            and not r.placeholder
-            and r.status is not ResponseStatus.AWAITING_IDENTITY
-        ),
-        outstanding=tuple(
-            (c.command.target_system, to_ms(c.sent_at)) for c in state.commands.values()
-        ),
-    )

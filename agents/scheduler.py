@@ -1,132 +1,140 @@
-"""In-memory index of when each subject next needs attention.
+"""Waking subjects whose time has come, straight from the store.
 
-The durable truth is the ``due`` table (subject id -> due time in ms, written
-in event context and restored from its changelog). This index is derived from
-it: rebuilt once after each recovery, then kept current by every decision. A
-tick pops only what is due, so its cost grows with the number of due items
-(O(k log n)), not with the number scheduled.
+Due times live on disk: every subject with something due has one timer entry
+``d / be64(due) / subject`` in its partition (``agents.store.keys``), kept by
+each decision. The worker's timer range-scans each partition it owns for
+entries due at or before now and sends each such subject a ``DueTick``, so
+its cost grows with what is due, and nothing is rebuilt after a rebalance or a
+restart: the first scan after recovery reads the same entries.
+
+A subject is ticked at most once per ``RECHECK_AFTER_MS`` while its entry stays
+due (its decision normally moves the entry at once; if the tick was lost, it is
+sent again). ``legacy_subjects`` finds subjects still stored in the previous
+format, so the migration sweep ticks them once (docs/deployment.md).
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# A popped subject is re-armed this far ahead in case its tick is lost; the
-# agent's decision on the tick replaces it with the real next due time.
+from agents.store import keys
+from agents.store.layer import Entries
+
+# A ticked subject is ticked again after this long if its entry is still due.
 RECHECK_AFTER_MS = 30_000
+# Keys read per partition per round (a backlog is worked through over rounds).
+SCAN_LIMIT = 10_000
 
 
 @dataclass
-class DueIndex:
-    _heap: list[tuple[int, str]] = field(default_factory=list)
-    _due: dict[str, int] = field(default_factory=dict)
+class Waker:
+    """Which subjects to tick now, remembering the ones ticked recently."""
 
-    def __len__(self) -> int:
-        return len(self._due)
+    _ticked: dict[str, int] = field(default_factory=dict)
+    _forgot_at: int = 0
 
-    def set(self, subject_id: str, due_ms: int | None) -> None:
-        """Record the subject's next due time, or forget it (None)."""
-        if due_ms is None:
-            self._due.pop(subject_id, None)
-            return
-        if self._due.get(subject_id) == due_ms:
-            return
-        self._due[subject_id] = due_ms
-        heapq.heappush(self._heap, (due_ms, subject_id))
-        self._compact_if_bloated()
+    def due(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[tuple[str, int]]:
+        """(subject id, due ms) of subjects due at or before ``now_ms`` not ticked lately."""
+        self._forget(now_ms)
+        start = keys.TIMER + keys.SEP
+        stop = start + keys.be64(now_ms + 1)
+        out: list[tuple[str, int]] = []
+        for n, (key, _) in enumerate(entries.iterate(start, stop)):
+            if n >= limit:
+                break
+            due_ms, subject_id = keys.parse_timer(key)
+            if self._should_tick(subject_id, now_ms):
+                out.append((subject_id, due_ms))
+        return out
 
-    def pop_due(self, now_ms: int, limit: int = 10_000) -> list[tuple[str, int]]:
-        """Subjects due at or before ``now_ms``: (subject id, due ms), earliest first.
-
-        Each popped subject is re-armed at ``now + RECHECK_AFTER_MS`` so that a
-        lost tick is retried; the decision on the tick overrides it.
-        """
-        fired: list[tuple[str, int]] = []
-        while self._heap and self._heap[0][0] <= now_ms and len(fired) < limit:
-            due_ms, subject_id = heapq.heappop(self._heap)
-            if self._due.get(subject_id) != due_ms:
-                continue  # superseded entry (lazy deletion)
-            fired.append((subject_id, due_ms))
-        for subject_id, _ in fired:
-            self.set(subject_id, now_ms + RECHECK_AFTER_MS)
-        return fired
-
-    def rebuild(self, items: Iterable[tuple[str, int]]) -> None:
-        self._due = dict(items)
-        self._heap = [(due, sid) for sid, due in self._due.items()]
-        heapq.heapify(self._heap)
+    def legacy(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[str]:
+        """Subjects still stored in the previous format, not ticked lately."""
+        self._forget(now_ms)
+        return [s for s in legacy_subjects(entries, limit) if self._should_tick(s, now_ms)]
 
     def clear(self) -> None:
-        self._due.clear()
-        self._heap.clear()
+        self._ticked.clear()
+        self._forgot_at = 0
 
-    def _compact_if_bloated(self) -> None:
-        # Lazy deletion leaves stale heap entries; rebuild when they dominate.
-        if len(self._heap) > 4 * len(self._due) + 1024:
-            self.rebuild(list(self._due.items()))
+    def _should_tick(self, subject_id: str, now_ms: int) -> bool:
+        if subject_id in self._ticked:
+            return False
+        self._ticked[subject_id] = now_ms
+        return True
+
+    def _forget(self, now_ms: int) -> None:
+        if self._ticked:
+            self._ticked = {s: t for s, t in self._ticked.items() if now_ms - t < RECHECK_AFTER_MS}
 
 
-@dataclass(frozen=True)
-class ScheduleEntry:
-    """What the worker needs to know about a subject without reading its state.
+def legacy_subjects(entries: Entries, limit: int) -> list[str]:
+    """Subject ids stored under the previous format's keys (no NUL), skipping the
+    namespaced keys a namespace at a time (a seek each), so this costs about the
+    number of namespaces when nothing is left to migrate."""
+    out: list[str] = []
+    start = b""
+    while len(out) < limit:
+        found = next(iter(entries.iterate(start, b"\xff\xff")), None)
+        if found is None:
+            break
+        key = found[0]
+        if keys.is_legacy(key):
+            out.append(key.decode())
+            start = key + keys.SEP
+        elif key[1:2] == keys.SEP:
+            start = key[:1] + b"\x01"  # past this whole namespace
+        else:
+            start = key + keys.SEP
+    return out
 
-    Stored in the ``schedule`` table (small JSON) so that rebuilding the index
-    after a rebalance reads a few bytes per subject, not whole states.
-    """
 
-    due_ms: int | None
-    # (request type, due ms) of open requests; (system, sent ms) of commands
-    # awaiting acknowledgement. For the deadline and outstanding metrics.
-    requests: tuple[tuple[str, int], ...] = ()
-    outstanding: tuple[tuple[str, int], ...] = ()
+def open_requests(entries: Entries) -> Iterable[tuple[str, int]]:
+    """(request type, due ms) of the partition's open requests (the metrics entries)."""
+    start = keys.OPEN_REQUEST + keys.SEP
+    for _key, value in entries.iterate(start, keys.end_of(start)):
+        request_type, due_ms = json.loads(value)
+        yield str(request_type), int(due_ms)
+
+
+def outstanding_commands(entries: Entries) -> Iterable[tuple[str, int]]:
+    """(system, first sent ms) of the partition's commands awaiting acknowledgement."""
+    start = keys.OUTSTANDING + keys.SEP
+    for _key, value in entries.iterate(start, keys.end_of(start)):
+        system, sent_ms = value.decode().rsplit("|", 1)
+        yield system, int(sent_ms)
+
+
+@dataclass
+class TimerCount:
+    """Counts a partition's timer entries a slice per call (for a gauge), so no
+    call reads more than ``per_call`` keys however many subjects are scheduled."""
+
+    per_call: int = 50_000
+    counts: dict[int, int] = field(default_factory=dict)
+    _cursor: dict[int, tuple[bytes, int]] = field(default_factory=dict)
+
+    def step(self, partition: int, entries: Entries) -> None:
+        start, counted = self._cursor.get(partition, (keys.TIMER + keys.SEP, 0))
+        stop = keys.end_of(keys.TIMER + keys.SEP)
+        last = None
+        n = 0
+        for n, (key, _) in enumerate(entries.iterate(start, stop), start=1):
+            last = key
+            if n >= self.per_call:
+                break
+        if last is not None and n >= self.per_call:
+            self._cursor[partition] = (last + b"\x00", counted + n)
+            return
+        self.counts[partition] = counted + n
+        self._cursor.pop(partition, None)
+
+    def keep_only(self, partitions: Iterable[int]) -> None:
+        wanted = set(partitions)
+        self.counts = {p: c for p, c in self.counts.items() if p in wanted}
+        self._cursor = {p: c for p, c in self._cursor.items() if p in wanted}
 
     @property
-    def empty(self) -> bool:
-        return self.due_ms is None and not self.requests and not self.outstanding
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {"d": self.due_ms, "r": self.requests, "o": self.outstanding}, separators=(",", ":")
-        ).encode()
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> ScheduleEntry:
-        raw = json.loads(blob)
-        return cls(
-            due_ms=raw["d"],
-            requests=tuple((str(t), int(d)) for t, d in raw["r"]),
-            outstanding=tuple((str(s), int(t)) for s, t in raw["o"]),
-        )
-
-
-@dataclass
-class Schedule:
-    """Due index plus the open work per subject, derived from the schedule table."""
-
-    index: DueIndex = field(default_factory=DueIndex)
-    open_work: dict[str, ScheduleEntry] = field(default_factory=dict)
-
-    def update(self, subject_id: str, entry: ScheduleEntry | None) -> None:
-        self.index.set(subject_id, None if entry is None else entry.due_ms)
-        if entry is None or not (entry.requests or entry.outstanding):
-            self.open_work.pop(subject_id, None)
-        else:
-            self.open_work[subject_id] = entry
-
-    def rebuild(self, items: Iterable[tuple[str, ScheduleEntry]]) -> None:
-        self.index.clear()
-        self.open_work.clear()
-        due: list[tuple[str, int]] = []
-        for subject_id, entry in items:
-            if entry.due_ms is not None:
-                due.append((subject_id, entry.due_ms))
-            if entry.requests or entry.outstanding:
-                self.open_work[subject_id] = entry
-        self.index.rebuild(due)
-
-    def clear(self) -> None:
-        self.index.clear()
-        self.open_work.clear()
+    def total(self) -> int:
+        return sum(self.counts.values())

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import weakref
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import faust
-import faust.streams as faust_streams
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agents import __version__
@@ -23,7 +20,8 @@ from agents.handler import Handler, RawMessage, to_ms
 from agents.known_topics import KnownTopics, cluster_topics
 from agents.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
 from agents.rules.policy import Policy, load_policy
-from agents.scheduler import Schedule, ScheduleEntry
+from agents.scheduler import TimerCount, Waker, open_requests, outstanding_commands
+from agents.store.faust_store import FaustStateStore
 from schemas.base import RequestType
 from schemas.commands import Action
 from schemas.internal import DueTick
@@ -35,14 +33,17 @@ from streams.topics import TopicNames
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 1.0
+# Subjects still in the previous state format are looked for this often (migration).
+MIGRATION_SWEEP_S = 10.0
+MIGRATION_BATCH = 1_000
 # Up to this many events are decided before one wait for the broker; a batch
 # closes early after BATCH_WITHIN_S so a quiet stream is not held back.
 BATCH_MAX = 200
 BATCH_WITHIN_S = 0.05
-# Table changelogs are compacted; these bound how long a superseded or deleted
-# subject state can survive in them, so erased data does not linger in the
-# pipeline's own topics: compaction runs within a day of a change, and a
-# tombstone (deleted subject) is itself dropped a day after that.
+# The state changelog is compacted; these bound how long a superseded or deleted
+# entry can survive in it, so erased data does not linger in the pipeline's own
+# topics: compaction runs within a day of a change, and a tombstone (a deleted
+# record, a forgotten subject) is itself dropped a day after that.
 CHANGELOG_CONFIG = {
     "max.compaction.lag.ms": str(86_400_000),
     "delete.retention.ms": str(86_400_000),
@@ -55,7 +56,7 @@ METRICS_INTERVAL_S = 5.0
 class Pipeline:
     app: faust.App
     handler: Handler
-    schedule: Schedule
+    store: FaustStateStore
     metrics: LifecycleMetrics
     registry: CollectorRegistry
 
@@ -114,7 +115,10 @@ def build_pipeline(
         fut: Awaitable[Any] = message
         return fut
 
-    # bytes key and value types make Faust use the raw serializer.
+    # bytes key and value types make Faust use the raw serializer. One table holds
+    # every subject's entries (header, records, commands, due indexes: see
+    # agents/store/keys.py), so a decision's writes land in one changelog
+    # partition, in order.
     subjects = app.Table(
         "subjects",
         partitions=p,
@@ -122,14 +126,7 @@ def build_pipeline(
         value_type=bytes,
         extra_topic_configs=CHANGELOG_CONFIG,
     )
-    schedule_table = app.Table(
-        "schedule",
-        partitions=p,
-        key_type=bytes,
-        value_type=bytes,
-        extra_topic_configs=CHANGELOG_CONFIG,
-    )
-    schedule = Schedule()
+    store = FaustStateStore(subjects)
     audit_topic = KafkaAuditTopic(
         topic=names.audit,
         app_id=settings.app_id,
@@ -149,37 +146,30 @@ def build_pipeline(
         clock=clock,
         names=names,
         metrics=metrics,
-        subjects=subjects,
-        schedule_table=schedule_table,
-        schedule=schedule,
+        store=store,
         audit=audit,
         send=send,
+        state_topic=f"{settings.app_id}-subjects-changelog",
         retry=RetryPolicy(attempts=settings.retry_attempts, max_seconds=settings.retry_max_seconds),
     )
+    waker = Waker()
+    counter = TimerCount()
+    last_sweep = [0.0]
 
     @app.agent(source, concurrency=1)
     async def lifecycle(stream: Any) -> None:
         # Faust acks the batch's events only after this body returns for it.
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             await handler.handle_batch(
-                [(RawMessage(*_where(e), e.message.key, e.message.value), e) for e in events],
-                as_current_event,
+                [RawMessage(*_where(e), e.message.key, e.message.value) for e in events]
             )
-
-    @schedule_table.on_recover
-    async def rebuild_schedule() -> None:
-        schedule.rebuild(
-            (k.decode(), ScheduleEntry.from_bytes(v)) for k, v in schedule_table.items()
-        )
-        metrics.set_timers_scheduled(len(schedule.index))
-        log.info("schedule rebuilt: %d subjects scheduled", len(schedule.index))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
         # Another worker may own these partitions now: forget derived state,
         # and close the audit producers (the next owner fences them anyway).
         # Faust's rebalance is eager (everything is revoked), like this.
-        schedule.clear()
+        waker.clear()
         await audit.release()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -187,13 +177,25 @@ def build_pipeline(
         # After the consumer stopped, so no batch is still appending.
         await audit.close()
 
+    async def tick(subject_id: str, due_at: datetime, now: datetime) -> None:
+        event = DueTick(subject_id=subject_id, due_at=due_at, sent_at=now)
+        await ticks.send(key=subject_id.encode(), value=codec.encode(event))
+
     @app.timer(interval=TICK_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def wake_due_subjects() -> None:
+        # Due times are read from disk: nothing to rebuild after a rebalance.
         now = clock.now()
-        for subject_id, due_ms in schedule.index.pop_due(to_ms(now)):
-            tick = DueTick(subject_id=subject_id, due_at=_from_ms(due_ms), sent_at=now)
-            await ticks.send(key=subject_id.encode(), value=codec.encode(tick))
-        metrics.set_timers_scheduled(len(schedule.index))
+        now_ms = to_ms(now)
+        sweep = now_ms / 1000 - last_sweep[0] >= MIGRATION_SWEEP_S
+        for partition in store.active_partitions():
+            entries = store.entries(partition)
+            for subject_id, due_ms in waker.due(entries, now_ms):
+                await tick(subject_id, _from_ms(due_ms), now)
+            if sweep:
+                for subject_id in waker.legacy(entries, now_ms, MIGRATION_BATCH):
+                    await tick(subject_id, now, now)
+        if sweep:
+            last_sweep[0] = now_ms / 1000
 
     @app.timer(interval=METRICS_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def refresh_gauges() -> None:
@@ -201,39 +203,27 @@ def build_pipeline(
         now_ms = to_ms(now)
         counts: dict[tuple[str, str], int] = {}
         ages: dict[str, list[float]] = {}
-        for entry in schedule.open_work.values():
-            for request_type, due_ms in entry.requests:
+        partitions = store.active_partitions()
+        for partition in partitions:
+            entries = store.entries(partition)
+            for request_type, due_ms in open_requests(entries):
                 bucket = deadline_bucket(_from_ms(due_ms), now)
                 counts[(request_type, bucket)] = counts.get((request_type, bucket), 0) + 1
-            for system, sent_ms in entry.outstanding:
+            for system, sent_ms in outstanding_commands(entries):
                 ages.setdefault(system, []).append((now_ms - sent_ms) / 1000)
+            counter.step(partition, entries)
+        counter.keep_only(partitions)
         metrics.set_requests_open(counts)
         metrics.set_outstanding(ages)
+        metrics.set_timers_scheduled(counter.total)
         metrics.set_consumer_lag_from_monitor(monitor)
 
-    return Pipeline(app=app, handler=handler, schedule=schedule, metrics=metrics, registry=registry)
+    return Pipeline(app=app, handler=handler, store=store, metrics=metrics, registry=registry)
 
 
 def _where(event: Any) -> tuple[str, int, int]:
     m = event.message
     return m.topic, m.partition, m.offset
-
-
-@contextmanager
-def as_current_event(event: Any) -> Iterator[None]:
-    """Make ``event`` Faust's current event while a table is written.
-
-    Faust writes a table (local store and changelog) in the partition of the
-    current event. In a batch that is the last event taken, which may be of
-    another partition, so each subject's state is written as of its own event.
-    Faust has no public API for this; ``faust.streams._current_event`` is the
-    context variable its ``current_event()`` reads.
-    """
-    token = faust_streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust_streams._current_event.reset(token)
 
 
 def _from_ms(ms: int) -> datetime:

@@ -8,6 +8,7 @@ already carried it out can answer "done" again without acting twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from enum import StrEnum
 
 from pydantic import Field
@@ -47,9 +48,18 @@ def command_id(
     rule_id: str,
     record_ids: tuple[str, ...] | list[str],
     request_id: str | None = None,
+    generations: Mapping[str, str] | None = None,
 ) -> str:
-    """Stable id of a command: the same decision always yields the same id."""
-    parts = [action.value, system, subject_id, rule_id, request_id or "", *sorted(record_ids)]
+    """Stable id of a command: the same decision always yields the same id.
+
+    ``generations`` maps a record id to the id of the event that registered it,
+    so a record deleted and registered again is named by a new command id (a
+    downstream system that remembers the first deletion must act again). A
+    record without a generation is named by its id alone, as before generations.
+    """
+    gens = generations or {}
+    named = sorted(f"{r}@{gens[r]}" if gens.get(r) else r for r in record_ids)
+    parts = [action.value, system, subject_id, rule_id, request_id or "", *named]
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     return f"cmd-{digest[:32]}"
 

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from agents.rules import decide, next_due, load_policy, SubjectState, Decision
+    from agents.rules import decide, next_due, load_policy, SubjectHeader, Decision
 
 See ``decide.py`` for the flow, ``registry.py`` for adding handlers.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from agents.rules.context import AuditEntry, Decision
 from agents.rules.decide import Message, decide, next_due
 from agents.rules.policy import Policy, PolicyError, load_policy
-from agents.rules.state import SubjectState
+from agents.rules.state import SubjectHeader
 
 __all__ = [
     "AuditEntry",
@@ -20,7 +20,7 @@ __all__ = [
     "Message",
     "Policy",
     "PolicyError",
-    "SubjectState",
+    "SubjectHeader",
     "decide",
     "load_policy",
     "next_due",

@@ -21,10 +21,16 @@ holding records the subject provided (``provided_by_subject``). The acks'
 exported records are kept in the request until all are in; then the answer is
 ``completed`` with ``body_json`` = ``{"kind": "portability", "json": <JSON
 export>, "csv": <CSV export>}`` (``portability_export``) and the records are
-dropped from the state. When that body would exceed the response's 500,000
-characters, the body lists the export references instead
-(``{"kind": "portability", "too_large": true, "exports": [...]}``) and the
-reasons say so.
+dropped from the state. When that body would exceed ``MAX_BODY`` bytes (or
+there are more than ``limits.MAX_PORTABLE_RECORDS`` records), the body lists
+the export references instead (``{"kind": "portability", "too_large": true,
+"exports": [...]}``) and the reasons say so.
+
+Exports go out a page of records at a time (one EXPORT per system and page).
+The report's summaries (purposes, interests, recipients, automated decisions)
+come from the subject's record tally, so they cost the same whatever it holds;
+records are listed by name up to ``limits.MAX_REPORT_RECORDS``, beyond which
+the answer says they are too many to list.
 """
 
 from __future__ import annotations
@@ -43,17 +49,30 @@ from agents.rights.report import (
     build_access_report,
     portability_export,
 )
-from agents.rules import requests, rights
+from agents.rules import jobs, limits, requests, rights
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
-from agents.rules.state import RecordState, RequestState, replace
+from agents.rules.state import (
+    ITEM_EXPORT,
+    ITEM_PORTABLE,
+    ExportNote,
+    Job,
+    PortableRecord,
+    RecordState,
+    RequestState,
+)
+from agents.store.codec import decode
 from schemas.base import LegalBasis, RequestType
 from schemas.commands import Action
 from schemas.events import AccessRequested, PortabilityRequested
 from schemas.responses import ResponseStatus
 
-# RequestResponse.body_json is LongText (at most 500,000 characters).
-MAX_BODY = 500_000
+# RequestResponse.body_json is LongText (at most 500,000 characters); the body is
+# kept under this many bytes so every response stays well under the broker's limit.
+MAX_BODY = 300_000
+# Records read to list them in an access report (the listing stops there).
+_REPORT_SCAN = 5 * limits.MAX_REPORT_RECORDS
+EXPORTS = "exports"
 
 
 def _open_gated(
@@ -87,9 +106,16 @@ def on_portability(ctx: Ctx, event: PortabilityRequested) -> None:
     _open_gated(ctx, event, RequestType.PORTABILITY, rights.PORTABILITY, rights.N9_PORTABILITY)
 
 
-def _start(ctx: Ctx, request: RequestState, *, portable_only: bool, rule_id: str) -> None:
-    records = [r for r in rights.live_records(ctx) if r.provided_by_subject or not portable_only]
-    groups = rights.group_by_system(ctx, request, records, rule_id)
+@jobs.step(EXPORTS)
+def _export_page(ctx: Ctx, job: Job) -> Job | None:
+    request = ctx.subject.requests.get(job.ref)
+    if request is None or request.final:
+        return None
+    portable_only = request.workflow == rights.PORTABILITY
+    rule_id = rights.N9_PORTABILITY if portable_only else rights.N11_ACCESS
+    page, last = jobs.page(ctx, job)
+    records = [r for r in page if r.provided_by_subject or not portable_only]
+    groups, noted = rights.group_by_system(ctx, request, records, rule_id, job)
     pending = rights.issue_per_system(ctx, request, groups, action=Action.EXPORT, rule_id=rule_id)
     ctx.audit(
         rule_id,
@@ -99,16 +125,16 @@ def _start(ctx: Ctx, request: RequestState, *, portable_only: bool, rule_id: str
         request_id=request.request_id,
         systems=list(groups),
         records=sum(len(k) for k in groups.values()),
+        **rights.page_suffix(job, last),
     )
-    rights.wait_or_complete(ctx, request, pending)
+    if not last:
+        return jobs.advance(noted or job, page)
+    rights.wait_or_complete(ctx, request.request_id)
+    return None
 
 
-def _start_access(ctx: Ctx, request: RequestState) -> None:
-    _start(ctx, request, portable_only=False, rule_id=rights.N11_ACCESS)
-
-
-def _start_portability(ctx: Ctx, request: RequestState) -> None:
-    _start(ctx, request, portable_only=True, rule_id=rights.N9_PORTABILITY)
+def _start(ctx: Ctx, request: RequestState) -> None:
+    jobs.start(ctx, EXPORTS, request.request_id)
 
 
 def _retention_text(ctx: Ctx, record: RecordState) -> str:
@@ -120,10 +146,28 @@ def _retention_text(ctx: Ctx, record: RecordState) -> str:
     return "Kept for as long as the retention policy below requires"
 
 
-def report_inputs(ctx: Ctx, request: RequestState) -> ReportInputs:
-    """The access report's inputs from the policy and the subject's state (N11)."""
+def _held(ctx: Ctx, controller_id: str, count: int) -> list[RecordState] | None:
+    """The controller's records (for listing), or None when too many to list."""
+    if count > limits.MAX_REPORT_RECORDS:
+        return None
+    found = ctx.records.scan(limit=_REPORT_SCAN + 1)
+    if len(found) > _REPORT_SCAN:
+        return None
+    return [r for r in found if r.controller_id == controller_id]
+
+
+def report_inputs(ctx: Ctx, request: RequestState) -> tuple[ReportInputs, int]:
+    """The access report's inputs from the policy and the subject's state (N11), and
+    how many records the controller holds (listed in the inputs when not too many)."""
     policy = ctx.policy
-    records = [r for r in rights.live_records(ctx) if r.controller_id == request.controller_id]
+    mine: list[tuple[str, str, str, str]] = []  # (system, category, purpose, basis)
+    count = 0
+    for key, n in ctx.subject.tally.items():
+        owner, system_id, category, purpose_id, basis_value = key.split("|")
+        if owner == request.controller_id:
+            mine.append((system_id, category, purpose_id, basis_value))
+            count += n
+    listed = _held(ctx, request.controller_id, count) or []
     held = [
         HeldRecord(
             record_id=r.record_id,
@@ -135,26 +179,28 @@ def report_inputs(ctx: Ctx, request: RequestState) -> ReportInputs:
             retention=_retention_text(ctx, r),
             delete_due=r.due_at,
         )
-        for r in records
+        for r in listed
     ]
     purposes: dict[tuple[str, LegalBasis], Purpose] = {}
     interests: dict[str, LegitimateInterest] = {}
-    for r in records:
-        described = policy.purpose(r.purpose)
-        purposes[(r.purpose, r.legal_basis)] = Purpose(
-            purpose=r.purpose,
-            description=described.description if described else r.purpose,
-            legal_basis=r.legal_basis,
+    for _system, _category, purpose_id, basis_value in mine:
+        basis = LegalBasis(basis_value)
+        described = policy.purpose(purpose_id)
+        purposes[(purpose_id, basis)] = Purpose(
+            purpose=purpose_id,
+            description=described.description if described else purpose_id,
+            legal_basis=basis,
         )
         if (
-            r.legal_basis is LegalBasis.LEGITIMATE_INTERESTS
+            basis is LegalBasis.LEGITIMATE_INTERESTS
             and described is not None
             and described.legitimate_interests
         ):
-            interests[r.purpose] = LegitimateInterest(
-                purpose=r.purpose, interest=described.legitimate_interests
+            interests[purpose_id] = LegitimateInterest(
+                purpose=purpose_id, interest=described.legitimate_interests
             )
-    systems = [s for s in policy.systems if any(r.system == s.id for r in records)]
+    held_systems = {held_system for held_system, _, _, _ in mine}
+    systems = [s for s in policy.systems if s.id in held_systems]
     recipients = [
         Recipient(
             name=s.description,
@@ -179,7 +225,11 @@ def report_inputs(ctx: Ctx, request: RequestState) -> ReportInputs:
         if s.automated_processing
     ]
     controller, dpo, authority = rights.contacts(policy)
-    return ReportInputs(
+    exports = [
+        decode(ExportNote, key.encode(), raw)
+        for key, raw in ctx.items(request.request_id, ITEM_EXPORT, limit=limits.MAX_EXPORTS_LISTED)
+    ]
+    inputs = ReportInputs(
         request_id=request.request_id,
         subject_id=ctx.subject_id,
         controller_id=request.controller_id,
@@ -194,20 +244,21 @@ def report_inputs(ctx: Ctx, request: RequestState) -> ReportInputs:
         automated_decisions=automated,
         exports=[
             ExportReference(system=e.system, export_reference=e.export_reference)
-            for e in request.exports
+            for e in exports
             if e.export_reference
         ],
     )
+    return inputs, count
 
 
 def _complete_access(ctx: Ctx, request: RequestState) -> None:
-    inputs = report_inputs(ctx, request)
+    inputs, count = report_inputs(ctx, request)
     body = access_report_json(build_access_report(inputs))
     reasons: list[str] = []
-    if len(body) > MAX_BODY:
+    if len(inputs.records) < count or len(body.encode()) > MAX_BODY:
         body = access_report_json(build_access_report(inputs.model_copy(update={"records": []})))
         reasons.append(
-            f"You have {len(inputs.records)} records with us, too many to list in this answer; "
+            f"You have {count} records with us, too many to list in this answer; "
             "the categories are summarised and the data is available through the export "
             "references listed."
         )
@@ -220,26 +271,36 @@ def _complete_access(ctx: Ctx, request: RequestState) -> None:
         controller_id=request.controller_id,
         request_id=request.request_id,
         request_type=request.request_type.value,
-        records=len(inputs.records),
+        records=count,
         exports=len(inputs.exports),
     )
 
 
 def _complete_portability(ctx: Ctx, request: RequestState) -> None:
-    json_text, csv_text = portability_export((p.system, p.record) for p in request.portable)
-    body = json.dumps(
-        {"kind": "portability", "json": json_text, "csv": csv_text}, ensure_ascii=False
-    )
+    found = ctx.items(request.request_id, ITEM_PORTABLE, limit=limits.MAX_PORTABLE_RECORDS + 1)
+    portable = [decode(PortableRecord, key.encode(), raw) for key, raw in found]
+    body = ""
+    too_large = len(portable) > limits.MAX_PORTABLE_RECORDS
+    if not too_large:
+        json_text, csv_text = portability_export((p.system, p.record) for p in portable)
+        body = json.dumps(
+            {"kind": "portability", "json": json_text, "csv": csv_text}, ensure_ascii=False
+        )
+        too_large = len(body.encode()) > MAX_BODY
     reasons: list[str] = []
-    too_large = len(body) > MAX_BODY
     if too_large:
+        exports = [
+            decode(ExportNote, key.encode(), raw)
+            for key, raw in ctx.items(
+                request.request_id, ITEM_EXPORT, limit=limits.MAX_EXPORTS_LISTED
+            )
+        ]
         body = json.dumps(
             {
                 "kind": "portability",
                 "too_large": True,
                 "exports": [
-                    {"system": e.system, "export_reference": e.export_reference}
-                    for e in request.exports
+                    {"system": e.system, "export_reference": e.export_reference} for e in exports
                 ],
             }
         )
@@ -247,9 +308,9 @@ def _complete_portability(ctx: Ctx, request: RequestState) -> None:
             "Your data is too large to include in this answer; it is available from each "
             "system under the export references listed."
         )
-    records = len({(p.system, p.record.record_id) for p in request.portable})
-    # The exported values leave the state with this answer.
-    request = replace(request, portable=[])
+    records = len({(p.system, p.record.record_id) for p in portable})
+    # The exported values leave the state with this answer (the rest a page at a time).
+    jobs.start(ctx, DROP_PORTABLE, request.request_id)
     request = requests.respond(
         ctx, request, ResponseStatus.COMPLETED, reasons=reasons, body_json=body
     )
@@ -264,7 +325,20 @@ def _complete_portability(ctx: Ctx, request: RequestState) -> None:
     )
 
 
-rights.register_starter(rights.ACCESS, _start_access)
-rights.register_starter(rights.PORTABILITY, _start_portability)
+DROP_PORTABLE = "drop-portable"
+
+
+@jobs.step(DROP_PORTABLE)
+def _drop_portable(ctx: Ctx, job: Job) -> Job | None:
+    limit = max(1, min(limits.PAGE, ctx.budget))
+    found = ctx.items(job.ref, ITEM_PORTABLE, limit=limit + 1)
+    for name, _ in found[:limit]:
+        ctx.item_delete(job.ref, ITEM_PORTABLE, name)
+    ctx.budget -= len(found[:limit])
+    return None if len(found) <= limit else job
+
+
+rights.register_starter(rights.ACCESS, _start)
+rights.register_starter(rights.PORTABILITY, _start)
 requests.register_completer(rights.ACCESS, _complete_access)
 requests.register_completer(rights.PORTABILITY, _complete_portability)

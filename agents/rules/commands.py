@@ -1,8 +1,10 @@
 """Issuing commands to downstream systems, tracking acks, retries and escalation.
 
-* A command's id comes from ``schemas.commands.command_id`` (what it does), so
-  the same decision replayed yields the same id; a command already outstanding
-  is not sent twice.
+* A command's id comes from ``schemas.commands.command_id`` (what it does,
+  including the generation of each record it names), so the same decision
+  replayed yields the same id, while a record registered again after its
+  deletion is deleted again under a new id; a command already outstanding is
+  not sent twice. A command names at most ``limits.CHUNK`` records.
 * ``deadline`` = issue time + ``commands.ack_deadline``. With no ack by then
   the command is sent again (same id, ``attempt`` + 1). A FAILED ack schedules
   the next attempt after an exponential backoff:
@@ -15,7 +17,7 @@
   dropped from the state. An ack for a command the state does not know is
   audited (``unknown-command-ack``) and remembered briefly in case the command
   is issued afterwards (out-of-order delivery); a repeated ack for a command
-  already closed is ignored.
+  closed within the policy's ``state.closed_commands_kept_for`` is ignored.
 * N14 guard: no command other than DELETE or SUPPRESS_MARKETING that concerns
   call recordings may go to a marketing system.
 """
@@ -24,20 +26,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from agents.rules import ids, requests
-from agents.rules.context import Ctx
+from agents.rules import ids, limits, requests
+from agents.rules.context import Ctx, closed_due, command_due
 from agents.rules.state import (
-    MAX_CLOSED_COMMAND_IDS,
     MAX_EARLY_ACKS,
+    ClosedCommand,
     OutstandingCommand,
+    RecordState,
     RecordStatus,
     replace,
 )
+from agents.store import keys
 from schemas.base import DataCategory
 from schemas.commands import AckOutcome, Action, Command, CommandAck, command_id
 
 _CLOSING = (AckOutcome.DONE, AckOutcome.NOT_HELD)
 _ALLOWED_TO_MARKETING_WITH_RECORDINGS = (Action.DELETE, Action.SUPPRESS_MARKETING)
+WITHDRAWN = "withdrawn"
 
 
 def backoff(ctx: Ctx, attempt: int) -> timedelta:
@@ -63,11 +68,13 @@ def issue(
 ) -> str | None:
     """Send a command (once). Returns its id while it is outstanding, or None when
     nothing is awaited: it was refused (N14) or an early ack already closed it."""
-    keys = sorted(record_keys or [])
-    record_ids = sorted({ctx.records[k].record_id for k in keys if k in ctx.records})
-    cats = sorted(
-        set(categories or []) | {ctx.records[k].category for k in keys if k in ctx.records}
-    )
+    keys_ = sorted(record_keys or [])
+    if len(keys_) > limits.CHUNK:
+        raise ValueError(f"a command names at most {limits.CHUNK} records, not {len(keys_)}")
+    records = [r for k in keys_ if (r := ctx.records.get(k)) is not None]
+    record_ids = sorted({r.record_id for r in records})
+    generations = {r.record_id: r.generation for r in records if r.generation}
+    cats = sorted(set(categories or []) | {r.category for r in records})
     cid = command_id(
         action=action,
         system=system,
@@ -75,6 +82,7 @@ def issue(
         rule_id=rule_id,
         record_ids=record_ids,
         request_id=request_id,
+        generations=generations,
     )
     if cid in ctx.commands:
         return cid
@@ -111,20 +119,15 @@ def issue(
         policy_version=ctx.policy.version,
         parameters=parameters or {},
     )
-    tracked = OutstandingCommand(
-        command=command, sent_at=ctx.now, next_retry_at=command.deadline, record_keys=keys
-    )
+    tracked = OutstandingCommand(command=command, sent_at=ctx.now, next_retry_at=command.deadline)
     if action is Action.DELETE:
-        for key in keys:
-            ctx.records[key] = replace(
-                ctx.records[key], status=RecordStatus.DELETING, command_id=cid
-            )
-    early = ctx.early_acks.pop(cid, None)
+        for record in records:
+            ctx.records[record.key] = replace(record, status=RecordStatus.DELETING, command_id=cid)
+    early = ctx.subject.early_acks.pop(cid, None)
+    ctx.commands[cid] = tracked
     if early in _CLOSING:
-        ctx.commands[cid] = tracked
         _close(ctx, tracked, early, early=True)
         return None
-    ctx.commands[cid] = tracked
     ctx.out_commands.append(command)
     return cid
 
@@ -135,10 +138,11 @@ def withdraw(ctx: Ctx, cid: str, *, rule_id: str, why: str) -> None:
     The command id is remembered as closed, so a late acknowledgement of it is
     recognised rather than reported as unknown.
     """
-    tracked = ctx.commands.pop(cid, None)
+    tracked = ctx.commands.pop(cid)
     if tracked is None:
         return
-    _remember_closed(ctx, cid)
+    ctx.closed[cid] = ClosedCommand(closed_at=ctx.now, outcome=WITHDRAWN)
+    requests.on_command_withdrawn(ctx, tracked)
     ctx.audit(
         rule_id,
         "command-superseded",
@@ -150,26 +154,25 @@ def withdraw(ctx: Ctx, cid: str, *, rule_id: str, why: str) -> None:
     )
 
 
-def _remember_closed(ctx: Ctx, cid: str) -> None:
-    ctx.closed_command_ids.append(cid)
-    del ctx.closed_command_ids[:-MAX_CLOSED_COMMAND_IDS]
-
-
 def _close(
     ctx: Ctx, tracked: OutstandingCommand, outcome: AckOutcome, *, early: bool = False
 ) -> None:
     command = tracked.command
     del ctx.commands[command.command_id]
-    _remember_closed(ctx, command.command_id)
+    ctx.closed[command.command_id] = ClosedCommand(closed_at=ctx.now, outcome=outcome.value)
     deleted: list[str] = []
+    again: list[RecordState] = []
     if command.action is Action.DELETE:
         for key in tracked.record_keys:
             record = ctx.records.get(key)
             if record is not None and record.command_id == command.command_id:
                 # Confirmed gone: nothing about it stays in the state (the audit
-                # entry below is the proof).
+                # entry below is the proof)...
                 del ctx.records[key]
                 deleted.append(record.record_id)
+                if record.next_generation is not None:
+                    # ...unless it was registered again meanwhile: held again.
+                    again.append(_reborn(ctx, record))
     ctx.audit(
         command.rule_id,
         "command-completed",
@@ -181,18 +184,50 @@ def _close(
         attempt=command.attempt,
         record_ids=deleted,
         **({"early_ack": "true"} if early else {}),
+        **({"request_id": command.request_id} if command.request_id else {}),
     )
-    requests.on_command_closed(ctx, command.command_id)
+    for record in again:
+        ctx.audit(
+            record.rule_id or ids.N3_REGISTER,
+            "record-held-again",
+            controller_id=record.controller_id,
+            system=record.system,
+            record_id=record.record_id,
+            due_at=record.due_at or "while-contract-active",
+        )
+    requests.on_command_closed(ctx, tracked)
+
+
+def _reborn(ctx: Ctx, record: RecordState) -> RecordState:
+    from agents.rules import retention  # late: retention issues commands
+
+    fresh = replace(
+        record,
+        generation=record.next_generation or "",
+        registered_at=record.reregistered_at or ctx.now,
+        status=RecordStatus.HELD,
+        command_id=None,
+        held_by=[],
+        rule_id=None,
+        due_at=None,
+        next_generation=None,
+        reregistered_at=None,
+    )
+    fresh = retention.schedule(ctx, fresh)
+    ctx.records[fresh.key] = fresh
+    ctx.registered.append(fresh.key)
+    return fresh
 
 
 def on_ack(ctx: Ctx, ack: CommandAck) -> None:
     tracked = ctx.commands.get(ack.command_id)
     if tracked is None:
-        if ack.command_id in ctx.closed_command_ids:
+        if ack.command_id in ctx.closed:
             return  # redelivered ack for a command already closed
-        ctx.early_acks[ack.command_id] = ack.outcome
-        for extra in list(ctx.early_acks)[:-MAX_EARLY_ACKS]:
-            del ctx.early_acks[extra]
+        early = ctx.subject.early_acks
+        early[ack.command_id] = ack.outcome
+        for extra in list(early)[:-MAX_EARLY_ACKS]:
+            del early[extra]
         ctx.audit(
             ids.COMMAND_DELIVERY,
             "unknown-command-ack",
@@ -212,6 +247,14 @@ def on_ack(ctx: Ctx, ack: CommandAck) -> None:
             ack_system=ack.system,
         )
         return
+    ctx.notes.acks.append(
+        (
+            ack.system,
+            command.action.value,
+            ack.outcome.value,
+            (ack.acked_at - tracked.sent_at).total_seconds(),
+        )
+    )
     if ack.outcome in _CLOSING:
         _close(ctx, tracked, ack.outcome)
         return
@@ -245,14 +288,15 @@ def _escalate(ctx: Ctx, tracked: OutstandingCommand) -> None:
         action=command.action.value,
         attempts=command.attempt,
     )
-    requests.on_command_escalated(ctx, command.command_id, command.target_system)
+    requests.on_command_escalated(ctx, tracked)
 
 
-def fire_retries(ctx: Ctx) -> None:
-    """Re-send or escalate every command whose retry time has come."""
-    for cid in sorted(ctx.commands):
-        tracked = ctx.commands[cid]
-        if tracked.escalated or tracked.next_retry_at > ctx.now:
+def fire_retries(ctx: Ctx, due: list[tuple[int, str]]) -> None:
+    """Re-send or escalate the commands whose retry time has come (from the due index)."""
+    for ms, cid in sorted(due, key=lambda item: item[1]):
+        tracked = ctx.commands.get(cid)
+        if command_due(tracked) != ms or tracked is None:
+            ctx.drop_due(ms, keys.DUE_COMMAND, cid)
             continue
         command = tracked.command
         if command.attempt >= ctx.policy.commands.escalate_after_attempts:
@@ -276,3 +320,12 @@ def fire_retries(ctx: Ctx) -> None:
             system=command.target_system,
             attempt=again.attempt,
         )
+
+
+def forget_closed(ctx: Ctx, due: list[tuple[int, str]]) -> None:
+    """Closed command ids leave the state once kept for the policy's period."""
+    keep = ctx.policy.state.closed_commands_kept_for.as_timedelta()
+    for ms, cid in due:
+        if closed_due(ctx.closed.get(cid), keep) == ms:
+            ctx.closed.pop(cid)
+        ctx.drop_due(ms, keys.DUE_CLOSED, cid, keys.HOUSEKEEPING)

@@ -11,7 +11,9 @@ nothing else applies, so the desk should look).
 withdrawal after fresh consent is a new command) to every system holding
 records whose legal basis is consent for that purpose. Records of the same
 purpose under another basis (contract, legal obligation, legitimate interests)
-are untouched and counted in the audit entry (``other-basis``).
+are untouched and counted in the audit entry (``other-basis``). The records
+are gone through a page at a time, each page with its commands and its audit
+entry.
 
 Decision: STOP_PROCESSING, not DELETE. Withdrawal stops the processing that
 relied on consent (N4); it is not an erasure request. The records keep their
@@ -25,20 +27,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from agents.rules import commands
+from agents.rules import commands, jobs
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
-from agents.rules.rights import N4_CONSENT, live_records
-from agents.rules.state import ConsentState, RecordStatus
+from agents.rules.rights import N4_CONSENT, page_suffix
+from agents.rules.state import ConsentState, Job, RecordStatus
 from schemas.base import LegalBasis
 from schemas.commands import Action
 from schemas.events import ConsentGiven, ConsentWithdrawn
 
+STOP_CONSENT = "stop-consent"
+
 
 @handles(ConsentGiven)
 def on_consent_given(ctx: Ctx, event: ConsentGiven) -> None:
-    previous = ctx.consents.get(event.purpose)
-    ctx.consents[event.purpose] = ConsentState(
+    consents = ctx.subject.consents
+    previous = consents.get(event.purpose)
+    consents[event.purpose] = ConsentState(
         purpose=event.purpose, given_at=event.event_time, withdrawn_at=None
     )
     ctx.audit(
@@ -61,16 +66,30 @@ def on_consent_given(ctx: Ctx, event: ConsentGiven) -> None:
 
 @handles(ConsentWithdrawn)
 def on_consent_withdrawn(ctx: Ctx, event: ConsentWithdrawn) -> None:
-    previous = ctx.consents.get(event.purpose)
-    ctx.consents[event.purpose] = ConsentState(
+    consents = ctx.subject.consents
+    previous = consents.get(event.purpose)
+    consents[event.purpose] = ConsentState(
         purpose=event.purpose,
         given_at=previous.given_at if previous else None,
         withdrawn_at=event.event_time,
     )
+    jobs.start(
+        ctx,
+        STOP_CONSENT,
+        event.event_id,
+        purpose=event.purpose,
+        controller=event.controller_id,
+    )
+
+
+@jobs.step(STOP_CONSENT)
+def _stop_page(ctx: Ctx, job: Job) -> Job | None:
+    purpose = job.data["purpose"]
+    page, last = jobs.page(ctx, job)
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     other_basis = 0
-    for record in live_records(ctx):
-        if record.purpose != event.purpose or record.status is not RecordStatus.HELD:
+    for record in page:
+        if record.purpose != purpose or record.status is not RecordStatus.HELD:
             continue
         if record.legal_basis is LegalBasis.CONSENT:
             groups[(record.system, record.controller_id)].append(record.key)
@@ -85,18 +104,21 @@ def on_consent_withdrawn(ctx: Ctx, event: ConsentWithdrawn) -> None:
             controller_id=controller_id,
             rule_id=N4_CONSENT,
             record_keys=keys,
-            request_id=event.event_id,
-            parameters={"purpose": event.purpose, "reason": "consent-withdrawn"},
+            # The withdrawal event's id: a later withdrawal after fresh consent is a new command.
+            request_id=job.ref,
+            parameters={"purpose": purpose, "reason": "consent-withdrawn"},
         )
         if cid is not None:
             sent.append(cid)
     ctx.audit(
         N4_CONSENT,
         "consent-withdrawn",
-        controller_id=event.controller_id,
+        controller_id=job.data["controller"],
         command_ids=sent,
-        purpose=event.purpose,
+        purpose=purpose,
         systems=sorted({s for s, _ in groups}),
         record_ids=[ctx.records[k].record_id for keys in groups.values() for k in keys],
         other_basis=other_basis,
+        **page_suffix(job, last),
     )
+    return None if last else jobs.advance(job, page)

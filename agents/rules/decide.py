@@ -1,30 +1,42 @@
-"""The pure decision function: (state, message, now, policy) -> Decision.
+"""The pure decision function: (subject's entries, message, now, policy) -> Decision.
 
-``decide`` never reads a clock or does I/O. For each message it
+``decide`` never reads a clock or does I/O. ``entries`` is a read-only view of
+the store (``agents.store.layer.Entries``); the decision reads what it needs of
+the subject through it and returns the writes. For each message it
 
-1. drops a duplicate event (an ``event_id`` already processed for this
-   subject): no commands, one ``duplicate-ignored`` audit entry;
+1. drops a duplicate event (an ``event_id`` seen for this subject within the
+   policy's dedup window): no commands, one ``duplicate-ignored`` audit entry;
 2. runs the handler registered for the message's type (see ``registry.py``
    for how to add one; an event type with no handler is audited as
    ``unhandled-event``, never dropped silently);
-3. fires everything whose time has come, i.e. is due at or before ``now``:
-   request deadline warnings, record deletions (retention), command retries
-   and escalations; nothing is fired early;
+3. fires what is due at or before ``now`` (request deadline warnings, record
+   deletions, command retries and escalations, forgetting what has served its
+   time), at most ``limits.DUE_BATCH`` items, and runs pending jobs a page at a
+   time; nothing is fired early;
 4. while processing is restricted, extends the restriction to records
-   registered since and audits what went out (``restriction.enforce``);
-5. returns the new state, or None when nothing is left to keep (the table
-   entry is deleted).
+   registered in this decision and audits what went out (``restriction.enforce``);
+5. returns the writes (``Decision.more`` when work is left for another step).
 
-``next_due(state)`` gives the earliest time anything in the state becomes due,
-so the timer can send a ``DueTick`` then.
+``next_due(entries, subject_id)`` gives the earliest time anything of the
+subject becomes due, so the timer can send a ``DueTick`` then.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from agents.rules import access as _access  # noqa: F401
-from agents.rules import commands, ids, requests, restriction, retention, rights
+from agents.rules import (
+    commands,
+    ids,
+    jobs,
+    limits,
+    requests,
+    restriction,
+    retention,
+    rights,
+    seen,
+)
 from agents.rules import consent as _consent  # noqa: F401
 from agents.rules import erasure as _erasure  # noqa: F401  (registers handlers)
 from agents.rules import marketing as _marketing  # noqa: F401
@@ -34,7 +46,10 @@ from agents.rules import rectification as _rectification  # noqa: F401
 from agents.rules.context import AuditEntry, Ctx, Decision
 from agents.rules.policy import Policy
 from agents.rules.registry import handler_for, handles
-from agents.rules.state import MAX_PROCESSED_EVENT_IDS, RecordStatus, SubjectState
+from agents.rules.state import SubjectHeader
+from agents.store import keys
+from agents.store.codec import decode
+from agents.store.layer import Entries, scan
 from schemas.commands import CommandAck
 from schemas.events import DEFAULT_CONTROLLER, Event
 from schemas.internal import DueTick
@@ -57,16 +72,30 @@ def _on_tick(ctx: Ctx, tick: DueTick) -> None:
 
 def _sweep(ctx: Ctx) -> None:
     requests.fire_deadlines(ctx)
-    retention.fire_due(ctx)
-    commands.fire_retries(ctx)
+    due = ctx.due_items(limit=limits.DUE_BATCH)
+    if len(due) >= limits.DUE_BATCH:
+        ctx.more = True
+    by_kind: dict[str, list[tuple[int, str]]] = {}
+    for ms, kind, item in due:
+        by_kind.setdefault(kind, []).append((ms, item))
+    retention.fire_due(ctx, by_kind.get(keys.DUE_RECORD, []))
+    commands.fire_retries(ctx, by_kind.get(keys.DUE_COMMAND, []))
     retention.forget_contracts(ctx)
+    _housekeeping(ctx)
+    jobs.run_pending(ctx)
 
 
-def decide(state: SubjectState | None, message: Message, now: datetime, policy: Policy) -> Decision:
-    if state is not None and state.subject_id != message.subject_id:
-        raise ValueError(f"state of {state.subject_id} given a message for {message.subject_id}")
-    if state is None and isinstance(message, DueTick):
-        return Decision(None, [], [], [])
+def _housekeeping(ctx: Ctx) -> None:
+    """Forget what has served its time: closed command ids, finished requests, dedup."""
+    due = ctx.due_items(limit=limits.DUE_BATCH, ns=keys.HOUSEKEEPING)
+    if len(due) >= limits.DUE_BATCH:
+        ctx.more = True
+    commands.forget_closed(ctx, [(ms, item) for ms, kind, item in due if kind == keys.DUE_CLOSED])
+    requests.forget_finished(ctx)
+    seen.expire(ctx)
+
+
+def decide(entries: Entries, message: Message, now: datetime, policy: Policy) -> Decision:
     if isinstance(message, Event):
         event_time, event_ids = message.event_time, [message.event_id]
     elif isinstance(message, CommandAck):
@@ -74,27 +103,29 @@ def decide(state: SubjectState | None, message: Message, now: datetime, policy: 
     else:
         event_time, event_ids = now, []
     ctx = Ctx.open(
-        state,
+        entries,
         subject_id=message.subject_id,
         policy=policy,
         now=now,
         event_time=event_time,
         event_ids_in=event_ids,
     )
+    if not ctx.existed and isinstance(message, DueTick):
+        return Decision([], [], [], [])
     if isinstance(message, Event):
-        if message.event_id in ctx.processed_event_ids:
+        if seen.is_duplicate(ctx, message.event_id):
             ctx.audit(
                 ids.DISPATCH,
                 "duplicate-ignored",
                 controller_id=message.controller_id,
                 event_type=type(message).__name__,
             )
-            return Decision(state, [], ctx.out_audit, [])
-        ctx.processed_event_ids.append(message.event_id)
-        del ctx.processed_event_ids[:-MAX_PROCESSED_EVENT_IDS]
-        seen = ctx.high_water.get(message.source_system)
-        if seen is None or message.event_time > seen:
-            ctx.high_water[message.source_system] = message.event_time
+            return Decision([], [], ctx.out_audit, [])
+        seen.remember(ctx, message.event_id)
+        high_water = ctx.subject.high_water
+        known = high_water.get(message.source_system)
+        if known is None or message.event_time > known:
+            high_water[message.source_system] = message.event_time
     handler = handler_for(type(message))
     if handler is None:
         ctx.audit(
@@ -108,29 +139,21 @@ def decide(state: SubjectState | None, message: Message, now: datetime, policy: 
     _sweep(ctx)
     # While restricted: new records are restricted too; deletions are audited.
     restriction.enforce(ctx)
-    return Decision(
-        None if ctx.is_empty else ctx.to_state(),
-        ctx.out_commands,
-        ctx.out_audit,
-        ctx.out_responses,
-    )
+    return ctx.finish()
 
 
-def next_due(state: SubjectState | None) -> datetime | None:
-    """Earliest time at which ``decide`` on a ``DueTick`` would do something."""
-    if state is None:
+def header(entries: Entries, subject_id: str) -> SubjectHeader | None:
+    key = keys.header(subject_id)
+    raw = entries.get(key)
+    return None if raw is None else decode(SubjectHeader, key, raw)
+
+
+def next_due(entries: Entries, subject_id: str) -> datetime | None:
+    """Earliest time at which the rules act on the subject (a deletion, a retry, a
+    deadline): ``decide`` on a ``DueTick`` before it changes nothing the rules
+    decide. (The worker's timer may also wake a subject for housekeeping.)"""
+    prefix = keys.subject_prefix(keys.DUE, subject_id)
+    first = scan(entries, prefix, keys.end_of(prefix), 1)
+    if not first:
         return None
-    times: list[datetime] = []
-    for record in state.records.values():
-        if record.status is RecordStatus.HELD and record.due_at is not None and not record.held_by:
-            times.append(record.due_at)
-    times += [c.next_retry_at for c in state.commands.values() if not c.escalated]
-    for request in state.requests.values():
-        if request.final:
-            continue
-        if not request.warned:
-            times.append(request.warn_at)
-        if not request.overdue:
-            times.append(request.due_at)
-    times += [c.forget_at for c in state.contracts.values() if c.forget_at is not None]
-    return min(times, default=None)
+    return datetime.fromtimestamp(keys.parse_due(subject_id, first[0][0])[0] / 1000, UTC)

@@ -21,6 +21,12 @@ can be erased but something is kept: ``refused`` at once. Refusals carry the
 reasons and the right to complain to the ICO. An escalated command makes the
 request ``failed`` (see requests.py).
 
+Records are examined a page at a time (``jobs``): each page issues its own
+commands (at most ``limits.CHUNK`` records each, with stable ids) and its own
+``erasure-decided`` audit entry naming the page's erased and kept records, so
+the proof of an erasure names every record across its entries; the answer
+comes with the last page.
+
 Confirmed deletions drop the records from the state; the suppression list,
 kept records and the request's outcome remain.
 """
@@ -29,14 +35,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from agents.rules import commands, ids, requests, retention
+from agents.rules import commands, ids, jobs, limits, requests, retention
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
-from agents.rules.state import RecordStatus, replace
+from agents.rules.rights import page_suffix
+from agents.rules.state import Job, RecordStatus, RequestState
 from schemas.base import RequestType
 from schemas.commands import Action
 from schemas.events import ErasureRequested
 from schemas.responses import KeptItem, ResponseStatus
+
+ERASURE = "erasure"
 
 
 @handles(ErasureRequested)
@@ -49,36 +58,46 @@ def on_erasure(ctx: Ctx, event: ErasureRequested) -> None:
         event_id=event.event_id,
         rule_id=ids.N9_ERASURE,
     )
+    if request is not None:
+        jobs.start(ctx, ERASURE, event.request_id)
+
+
+@jobs.step(ERASURE)
+def _erase_page(ctx: Ctx, job: Job) -> Job | None:
+    request = ctx.subject.requests.get(job.ref)
     if request is None:
-        return
-    kept: list[KeptItem] = []
-    forwarded: set[str] = set()
+        return None
+    records, last = jobs.page(ctx, job)
+    forwarded = {c for c in job.data.get("forwarded", "").split(",") if c}
     pending: list[str] = []
+    kept: list[str] = []
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for key in sorted(ctx.records):
-        record = ctx.records[key]
+    for record in records:
         if record.status is RecordStatus.DELETING:
             if record.command_id and record.command_id not in pending:
                 pending.append(record.command_id)
             continue
         reason = retention.keep_reason(ctx, record)
-        if reason is None and record.controller_id != event.controller_id:
+        if reason is None and record.controller_id != request.controller_id:
             reason = (
                 f"Processed on behalf of {record.controller_id}, which decides on erasure; "
                 "the request has been passed to it"
             )
             forwarded.add(record.controller_id)
         if reason is not None:
-            kept.append(
+            requests.keep(
+                ctx,
+                job.ref,
                 KeptItem(
                     record_id=record.record_id,
                     system=record.system,
                     category=record.category,
                     reason=reason,
-                )
+                ),
             )
+            kept.append(record.record_id)
             continue
-        groups[(record.system, record.controller_id)].append(key)
+        groups[(record.system, record.controller_id)].append(record.key)
     erased: list[str] = []
     for (system, controller_id), keys in sorted(groups.items()):
         erased += [ctx.records[k].record_id for k in keys]
@@ -89,44 +108,57 @@ def on_erasure(ctx: Ctx, event: ErasureRequested) -> None:
             controller_id=controller_id,
             rule_id=ids.N9_ERASURE,
             record_keys=keys,
-            request_id=event.request_id,
+            request_id=job.ref,
         )
         if cid is not None and cid not in pending:
             pending.append(cid)
     # An early ack may already have closed a command issued above.
     pending = [c for c in pending if c in ctx.commands]
-    request = replace(ctx.requests[request.request_id], pending_command_ids=pending, kept=kept)
-    ctx.requests[request.request_id] = request
+    requests.await_commands(ctx, job.ref, pending)
     ctx.audit(
         ids.N9_ERASURE,
         "erasure-decided",
-        controller_id=event.controller_id,
+        controller_id=request.controller_id,
         command_ids=pending,
-        request_id=event.request_id,
+        request_id=job.ref,
         records_erased=erased,
-        records_kept=[k.record_id for k in kept],
+        records_kept=kept,
         systems=sorted({s for s, _ in groups}),
+        **page_suffix(job, last),
     )
+    erased_total = int(job.data.get("erased", "0")) + len(erased)
+    if not last:
+        return jobs.advance(
+            job, records, forwarded=",".join(sorted(forwarded)), erased=str(erased_total)
+        )
     for controller_id in sorted(forwarded):
         ctx.audit(
             ids.N2_PROCESSOR,
             "forward-to-controller",
             controller_id=controller_id,
-            request_id=event.request_id,
+            request_id=job.ref,
             request_type=RequestType.ERASURE.value,
         )
-    if pending:
+    _answer(ctx, ctx.subject.requests[job.ref], erased_total)
+    return None
+
+
+def _answer(ctx: Ctx, request: RequestState, erased: int) -> None:
+    if request.final:
+        return  # refused by the desk while its pages ran
+    if request.pending:
         requests.respond(ctx, request, ResponseStatus.IN_PROGRESS)
-    elif kept and not erased:
+    elif request.kept_count and not erased:
+        kept = requests.kept_items(ctx, request, limits.MAX_KEPT_IN_RESPONSE)
         requests.respond(
             ctx, request, ResponseStatus.REFUSED, reasons=requests.refusal_reasons(ctx, kept)
         )
         ctx.audit(
             ids.N9_ERASURE,
             "request-refused",
-            controller_id=event.controller_id,
-            request_id=event.request_id,
-            kept=len(kept),
+            controller_id=request.controller_id,
+            request_id=request.request_id,
+            kept=request.kept_count,
         )
     else:
         requests.finalize(ctx, request)

@@ -24,7 +24,7 @@ from datetime import datetime
 from agents.rules import commands, ids, requests
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
-from agents.rules.state import RecordState, Suppression, replace
+from agents.rules.state import RecordState, Suppression
 from schemas.base import Channel, DataCategory, RequestType
 from schemas.commands import Action
 from schemas.events import MarketingOptOutReceived, ObjectionReceived
@@ -32,10 +32,10 @@ from schemas.responses import ResponseStatus
 
 
 def _merge(ctx: Ctx, channels: list[Channel], since: datetime) -> list[Channel]:
-    current = ctx.suppression
+    current = ctx.subject.suppression
     merged = set(channels) | set(current.channels if current else [])
     merged_list = [Channel.ALL] if Channel.ALL in merged else sorted(merged)
-    ctx.suppression = Suppression(
+    ctx.subject.suppression = Suppression(
         since=min(since, current.since) if current else since, channels=merged_list
     )
     return merged_list
@@ -125,9 +125,9 @@ def object_to_marketing(ctx: Ctx, event: ObjectionReceived) -> None:
         request_id=event.request_id,
         channels=[Channel.ALL.value],
     )
-    request = replace(ctx.requests[request.request_id], pending_command_ids=pending)
-    ctx.requests[request.request_id] = request
-    if pending:
+    requests.await_commands(ctx, request.request_id, pending)
+    request = ctx.subject.requests[request.request_id]
+    if request.pending:
         # The subject hears at once that the objection took effect.
         requests.respond(ctx, request, ResponseStatus.IN_PROGRESS)
     else:
@@ -146,12 +146,13 @@ def is_marketing_record(ctx: Ctx, record: RecordState, purpose_id: str) -> bool:
 
 def check_re_add(ctx: Ctx, record: RecordState, purpose_id: str) -> None:
     """A suppressed subject reappearing in marketing data is suppressed again (N1)."""
-    if ctx.suppression is None or not is_marketing_record(ctx, record, purpose_id):
+    suppression = ctx.subject.suppression
+    if suppression is None or not is_marketing_record(ctx, record, purpose_id):
         return
     pending = suppress(
         ctx,
-        channels=list(ctx.suppression.channels),
-        since=ctx.suppression.since,
+        channels=list(suppression.channels),
+        since=suppression.since,
         rule_id=ids.N1_RE_ADD,
         controller_id=record.controller_id,
         request_id=None,
@@ -165,5 +166,5 @@ def check_re_add(ctx: Ctx, record: RecordState, purpose_id: str) -> None:
         system=record.system,
         record_id=record.record_id,
         category=record.category.value,
-        suppressed_since=ctx.suppression.since,
+        suppressed_since=suppression.since,
     )

@@ -13,14 +13,16 @@ says which systems stopped, or that no automated processing applies.
 
 from __future__ import annotations
 
-from agents.rules import marketing, requests, rights
+from agents.rules import jobs, marketing, requests, rights
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
-from agents.rules.state import RecordStatus, RequestState, replace
+from agents.rules.state import Job, RecordStatus, RequestState
 from schemas.base import ObjectionKind, RequestType
 from schemas.commands import Action
 from schemas.events import ObjectionReceived
 from schemas.responses import ResponseStatus
+
+STOP_PROFILING = "stop-profiling"
 
 
 def _automated(ctx: Ctx, system: str) -> bool:
@@ -42,14 +44,20 @@ def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
         workflow=rights.OBJECTION_PROFILING,
         rule_id=rights.N9_OBJECTION_PROFILING,
     )
-    if request is None:
-        return
-    records = [
-        r
-        for r in rights.live_records(ctx)
-        if r.status is RecordStatus.HELD and _automated(ctx, r.system)
-    ]
-    groups = rights.group_by_system(ctx, request, records, rights.N9_OBJECTION_PROFILING)
+    if request is not None:
+        jobs.start(ctx, STOP_PROFILING, request.request_id)
+
+
+@jobs.step(STOP_PROFILING)
+def _stop_page(ctx: Ctx, job: Job) -> Job | None:
+    request = ctx.subject.requests.get(job.ref)
+    if request is None or request.final:
+        return None
+    page, last = jobs.page(ctx, job)
+    records = [r for r in page if r.status is RecordStatus.HELD and _automated(ctx, r.system)]
+    groups, noted = rights.group_by_system(
+        ctx, request, records, rights.N9_OBJECTION_PROFILING, job
+    )
     pending = rights.issue_per_system(
         ctx,
         request,
@@ -61,18 +69,20 @@ def on_objection(ctx: Ctx, event: ObjectionReceived) -> None:
     ctx.audit(
         rights.N9_OBJECTION_PROFILING,
         "profiling-stopped",
-        controller_id=event.controller_id,
+        controller_id=request.controller_id,
         command_ids=pending,
-        request_id=event.request_id,
+        request_id=request.request_id,
         systems=list(groups),
+        **rights.page_suffix(job, last),
     )
-    request = replace(request, record_keys=[k for keys in groups.values() for k in keys])
-    ctx.requests[request.request_id] = request
-    rights.wait_or_complete(ctx, request, pending)
+    if not last:
+        return jobs.advance(noted or job, page)
+    rights.wait_or_complete(ctx, request.request_id)
+    return None
 
 
 def _complete(ctx: Ctx, request: RequestState) -> None:
-    systems = sorted({k.split("/", 1)[0] for k in request.record_keys})
+    systems = request.systems
     if systems:
         reason = (
             "Automated processing and profiling of your data has stopped on: "

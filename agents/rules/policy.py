@@ -38,6 +38,7 @@ Retention rule kinds (how the rules engine uses them, see ``retention.py``):
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,26 @@ class RequestSettings(Frozen):
     warn_before: Duration = Duration.parse("P7D")
 
 
+class StateSettings(Frozen):
+    """How long bookkeeping stays in a subject's state (docs/state.md).
+
+    ``dedup_window``: an event id seen again within it is a duplicate (ignored);
+    ``finished_requests_kept_for``: a final request leaves the state this long
+    after it closed (its answer stays on the responses topic, its decisions in
+    the audit trail); ``closed_commands_kept_for``: a closed command's id is
+    remembered this long, so a late or redelivered ack is recognised.
+    """
+
+    dedup_window: Duration = Duration.parse("P7D")
+    finished_requests_kept_for: Duration = Duration.parse("P30D")
+    closed_commands_kept_for: Duration = Duration.parse("P7D")
+
+    @property
+    def dedup_bucket(self) -> timedelta:
+        """Seen event ids are kept in buckets of this length (a quarter of the window)."""
+        return self.dedup_window.as_timedelta() / 4
+
+
 class Policy(Frozen):
     version: ShortText
     controller: ControllerIdentity
@@ -192,6 +213,7 @@ class Policy(Frozen):
     retention: list[RetentionRule]
     commands: CommandSettings
     requests: RequestSettings = RequestSettings()
+    state: StateSettings = StateSettings()
     controllers: list[ControllerPolicy] = Field(default_factory=list)
 
     # -- look-ups used by the rules ------------------------------------------------
@@ -349,6 +371,12 @@ def _check(policy: Policy) -> list[tuple[str, str]]:
             problems.append((f"commands.{name}", f"{d} must have a fixed length (no Y or M)"))
         elif d.exact.total_seconds() <= 0:
             problems.append((f"commands.{name}", "must be longer than zero"))
+    for name in ("dedup_window", "finished_requests_kept_for", "closed_commands_kept_for"):
+        d = getattr(policy.state, name)
+        if d.is_calendar:
+            problems.append((f"state.{name}", f"{d} must have a fixed length (no Y or M)"))
+        elif d.exact.total_seconds() <= 0:
+            problems.append((f"state.{name}", "must be longer than zero"))
     if not problems and cmd.retry_backoff_max.exact < cmd.retry_backoff_base.exact:
         problems.append(("commands.retry_backoff_max", "shorter than retry_backoff_base"))
     if policy.controller.id != DEFAULT_CONTROLLER:

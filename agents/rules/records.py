@@ -1,7 +1,14 @@
 """Registering the records systems hold about a subject (N3, N4, N14).
 
 Every record is registered with category, source, system, legal basis,
-purpose and controller, and scheduled by ``retention.schedule``.
+purpose and controller, and scheduled by ``retention.schedule``. Its
+generation is the id of the event that registered it: registered again after
+its deletion was confirmed, it is a new generation, so its next DELETE has a
+new command id and a downstream system that remembers the first one acts again.
+Registered again while its DELETE is outstanding, the new generation is noted
+(``registered-while-deleting``) and the record is held again, and scheduled,
+once that DELETE is confirmed: the system may have received the data again
+after it deleted.
 
 N14: call recordings are for training and security only. A registration of a
 recording with a marketing purpose is refused: the audit entry says so and the
@@ -39,6 +46,7 @@ def register(
     contract_id: str | None,
     fields: list[str],
     registered_at: datetime,
+    generation: str,
 ) -> RecordState | None:
     target = ctx.policy.system(system)
     if target is None:
@@ -82,6 +90,14 @@ def register(
                 record_id=record_id,
                 command_ids=[existing.command_id] if existing.command_id else [],
             )
+            if existing.next_generation is None:
+                existing = replace(
+                    existing,
+                    next_generation=generation,
+                    reregistered_at=registered_at,
+                    fields=sorted(set(existing.fields) | set(fields)),
+                )
+                ctx.records[key] = existing
             return existing
         record = replace(
             existing,
@@ -102,9 +118,11 @@ def register(
             provided_by_subject=source is DataSource.SUBJECT,
             fields=sorted(set(fields)),
             registered_at=registered_at,
+            generation=generation,
         )
     record = retention.schedule(ctx, record)
     ctx.records[key] = record
+    ctx.registered.append(key)
     ctx.audit(
         record.rule_id or ids.N3_REGISTER,
         "retention-scheduled",
@@ -134,6 +152,7 @@ def on_call_recorded(ctx: Ctx, event: CallRecorded) -> None:
         contract_id=None,
         fields=[],
         registered_at=event.event_time,
+        generation=event.event_id,
     )
     if record is not None:
         _refuse_recording_on_marketing_system(ctx, record)
@@ -168,6 +187,7 @@ def on_record_registered(ctx: Ctx, event: RecordRegistered) -> None:
         contract_id=event.contract_id,
         fields=list(event.fields),
         registered_at=event.event_time,
+        generation=event.event_id,
     )
     if record is None:
         return

@@ -9,9 +9,10 @@ To add a handler (e.g. for ``AccessRequested``), write in a module under
 
     @handles(AccessRequested)
     def on_access(ctx: Ctx, event: AccessRequested) -> None:
-        ...  # read/replace entries in ctx (ctx.records, ctx.requests, ...),
-             # issue commands with agents.rules.commands.issue, audit with ctx.audit,
-             # open/answer requests with agents.rules.requests
+        ...  # read/replace state through ctx (ctx.subject.requests, ctx.records[key],
+             # ...), issue commands with agents.rules.commands.issue, audit with
+             # ctx.audit, open/answer requests with agents.rules.requests; work over
+             # all of a subject's records goes a page at a time (agents.rules.jobs)
 
 and import that module in ``agents/rules/decide.py`` beside the other handler
 modules (``from agents.rules import erasure as _erasure``) so it registers.

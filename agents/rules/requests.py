@@ -17,17 +17,24 @@ identity is verified (``start_clock``); until then ``due_at`` is provisional
 (one period from receipt, used to chase the evidence: audit
 ``identity-still-awaited`` once when it passes) and responses carry
 ``due_at = None``. Commands issued for it
-are listed in ``pending_command_ids``; when the last one closes the request is
-finalised: COMPLETED, or PARTIALLY_REFUSED when some records were kept (each
-``KeptItem`` says why, and the response names the right to complain to the
-ICO). A command that is escalated marks the request FAILED with a response, so
-a stuck request is visible; a later DONE can still complete it.
+are its pending items (``await_commands``; each command lists the requests
+waiting for it); when the last one closes, and no page of its work is left,
+the request is finalised: COMPLETED, or PARTIALLY_REFUSED when some records
+were kept (each kept record is an item with a ``KeptItem`` saying why; a
+response lists the first ``limits.MAX_KEPT_IN_RESPONSE`` and counts the rest,
+and names the right to complain to the ICO). A command that is escalated marks
+the request FAILED with a response, so a stuck request is visible; a later DONE
+can still complete it.
 
 Deadline audit entries: ``request-due-soon`` at the warning time and
 ``request-overdue`` at the due time, once each, for requests not final; an
 overdue request stays open (it is never closed silently). Placeholders
 (evidence received before its request) are discarded at their ``due_at`` with
 audit ``identity-evidence-discarded``.
+
+A final request leaves the state ``state.finished_requests_kept_for`` after it
+closed (``forget_finished``); its answer stays on the responses topic and its
+decisions in the audit trail.
 
 Workflows other than erasure register a completer (``register_completer``)
 that builds their final response when the last command closes.
@@ -40,12 +47,23 @@ from collections.abc import Callable
 from datetime import datetime
 
 from agents.rights import deadlines
-from agents.rules import ids
+from agents.rules import ids, jobs, limits
 from agents.rules.context import Ctx
 from agents.rules.policy import DeadlineCalendar, Policy
-from agents.rules.state import RequestState, replace
+from agents.rules.state import (
+    ITEM_KEPT,
+    ITEM_PENDING,
+    Job,
+    KeptNote,
+    OutstandingCommand,
+    RequestState,
+    replace,
+)
+from agents.store.codec import decode, encode
 from schemas.base import RequestType
 from schemas.responses import KeptItem, RequestResponse, ResponseStatus
+
+FINAL = (ResponseStatus.COMPLETED, ResponseStatus.PARTIALLY_REFUSED, ResponseStatus.REFUSED)
 
 Completer = Callable[[Ctx, RequestState], None]
 _COMPLETERS: dict[str, Completer] = {}
@@ -83,7 +101,7 @@ def existing_request(ctx: Ctx, request_id: str) -> RequestState | None:
     A placeholder (identity evidence that arrived before any request) is not a
     request: a request that then arrives under the same id is new, not a duplicate.
     """
-    request = ctx.requests.get(request_id)
+    request = ctx.subject.requests.get(request_id)
     return None if request is None or request.placeholder else request
 
 
@@ -117,7 +135,8 @@ def open_request(
         # No due-soon warning while the clock has not started.
         warned=identity_required,
     )
-    ctx.requests[request_id] = request
+    ctx.subject.requests[request_id] = request
+    ctx.notes.requests_opened.append(request_type.value)
     return request
 
 
@@ -133,7 +152,7 @@ def open_or_duplicate(
     identity_required: bool = False,
 ) -> RequestState | None:
     """Open the request, or audit ``duplicate-request`` and return None."""
-    existing = ctx.requests.get(request_id)
+    existing = ctx.subject.requests.get(request_id)
     if existing_request(ctx, request_id) is not None:
         ctx.audit(rule_id, "duplicate-request", controller_id=controller_id, request_id=request_id)
         return None
@@ -149,7 +168,7 @@ def open_or_duplicate(
     )
     if existing is not None:  # evidence arrived first
         request = replace(request, evidence=existing.evidence)
-        ctx.requests[request_id] = request
+        ctx.subject.requests[request_id] = request
     ctx.audit(
         rule_id,
         "request-opened",
@@ -175,7 +194,7 @@ def start_clock(ctx: Ctx, request: RequestState, started_at: datetime) -> Reques
         status=ResponseStatus.IN_PROGRESS,
         missing_evidence=[],
     )
-    ctx.requests[request.request_id] = request
+    ctx.subject.requests[request.request_id] = request
     return request
 
 
@@ -191,34 +210,40 @@ def respond(
     status: ResponseStatus,
     *,
     reasons: list[str] | None = None,
-    kept: list[KeptItem] | None = None,
     missing_evidence: list[str] | None = None,
     body_json: str | None = None,
     variant: str = "",
 ) -> RequestState:
     """Set the request's status and emit a response with it.
 
-    ``variant`` distinguishes two responses of the same status for one request
-    (e.g. a second ``awaiting_identity`` after more evidence, an extension), so
-    each has its own stable response id."""
-    kept = list(request.kept if kept is None else kept)
+    The response lists the request's kept records (the first
+    ``limits.MAX_KEPT_IN_RESPONSE``; a reason counts the rest). ``variant``
+    distinguishes two responses of the same status for one request (e.g. a
+    second ``awaiting_identity`` after more evidence, an extension), so each has
+    its own stable response id."""
+    kept = kept_items(ctx, request, limits.MAX_KEPT_IN_RESPONSE)
     reasons = list(request.reasons if reasons is None else reasons)
-    closed_at = (
-        ctx.now
-        if status
-        in (ResponseStatus.COMPLETED, ResponseStatus.PARTIALLY_REFUSED, ResponseStatus.REFUSED)
-        else None
-    )
+    shown = list(reasons)
+    if request.kept_count > len(kept):
+        more = (
+            f"{request.kept_count - len(kept)} further records are kept for the reasons "
+            "given; the privacy desk can list every one."
+        )
+        last = shown and shown[-1] == ctx.policy.complaint_text()
+        shown.insert(len(shown) - 1 if last else len(shown), more)
+    was_final = request.final
+    closed_at = ctx.now if status in FINAL else None
     missing = list(request.missing_evidence if missing_evidence is None else missing_evidence)
     request = replace(
         request,
         status=status,
-        kept=kept,
         reasons=reasons,
         closed_at=closed_at,
         missing_evidence=missing,
     )
-    ctx.requests[request.request_id] = request
+    ctx.subject.requests[request.request_id] = request
+    if request.final and not was_final:
+        ctx.notes.requests_closed.append((request.request_type.value, status.value))
     ctx.out_responses.append(
         RequestResponse(
             response_id=_response_id(request.request_id, status, variant),
@@ -227,7 +252,7 @@ def respond(
             subject_id=ctx.subject_id,
             controller_id=request.controller_id,
             status=status,
-            reasons=reasons,
+            reasons=shown,
             kept=kept,
             missing_evidence=missing if status is ResponseStatus.AWAITING_IDENTITY else [],
             body_json=body_json,
@@ -239,16 +264,36 @@ def respond(
     return request
 
 
+def kept_items(ctx: Ctx, request: RequestState, limit: int) -> list[KeptItem]:
+    """The first ``limit`` records kept for the request, with why."""
+    if not request.kept_count:
+        return []
+    return [
+        decode(KeptNote, key.encode(), raw).item
+        for key, raw in ctx.items(request.request_id, ITEM_KEPT, limit=limit)
+    ]
+
+
+def keep(ctx: Ctx, request_id: str, item: KeptItem) -> None:
+    """Note a record kept for the request (N10)."""
+    name = f"{item.system}/{item.record_id}"
+    if ctx.item_get(request_id, ITEM_KEPT, name) is None:
+        request = ctx.subject.requests[request_id]
+        ctx.subject.requests[request_id] = replace(request, kept_count=request.kept_count + 1)
+    ctx.item_put(request_id, ITEM_KEPT, name, encode(KeptNote(item=item)))
+
+
 def refusal_reasons(ctx: Ctx, kept: list[KeptItem]) -> list[str]:
     """Why records were kept, once per distinct reason, then the right to complain (N10)."""
-    seen = list(dict.fromkeys(item.reason for item in kept))
+    seen = list(dict.fromkeys(item.reason for item in kept))[: limits.MAX_REASONS]
     return [*seen, ctx.policy.complaint_text()]
 
 
 def finalize(ctx: Ctx, request: RequestState) -> RequestState:
     """All commands are done: close the request with its final status."""
-    status = ResponseStatus.PARTIALLY_REFUSED if request.kept else ResponseStatus.COMPLETED
-    reasons = refusal_reasons(ctx, request.kept) if request.kept else []
+    kept = kept_items(ctx, request, limits.MAX_KEPT_IN_RESPONSE)
+    status = ResponseStatus.PARTIALLY_REFUSED if request.kept_count else ResponseStatus.COMPLETED
+    reasons = refusal_reasons(ctx, kept) if request.kept_count else []
     request = respond(ctx, request, status, reasons=reasons)
     ctx.audit(
         ids.N9_ERASURE if request.request_type is RequestType.ERASURE else ids.DISPATCH,
@@ -257,7 +302,7 @@ def finalize(ctx: Ctx, request: RequestState) -> RequestState:
         request_id=request.request_id,
         request_type=request.request_type.value,
         status=status.value,
-        kept=len(request.kept),
+        kept=request.kept_count,
     )
     return request
 
@@ -271,20 +316,61 @@ def complete(ctx: Ctx, request: RequestState) -> None:
         completer(ctx, request)
 
 
-def on_command_closed(ctx: Ctx, command_id: str) -> None:
-    for request in list(ctx.requests.values()):
-        if command_id not in request.pending_command_ids:
+def busy(ctx: Ctx, request_id: str) -> bool:
+    """A page of the request's work is still to be done."""
+    return any(j.ref == request_id for j in ctx.subject.jobs)
+
+
+def await_commands(ctx: Ctx, request_id: str, command_ids: list[str]) -> None:
+    """The request waits for these (outstanding) commands too."""
+    for cid in command_ids:
+        tracked = ctx.commands.get(cid)
+        if tracked is None or ctx.item_get(request_id, ITEM_PENDING, cid) is not None:
             continue
-        pending = [c for c in request.pending_command_ids if c != command_id]
-        request = replace(request, pending_command_ids=pending)
-        ctx.requests[request.request_id] = request
-        if not pending and not request.final:
+        ctx.item_put(request_id, ITEM_PENDING, cid)
+        if request_id not in tracked.waiters:
+            ctx.commands[cid] = replace(tracked, waiters=[*tracked.waiters, request_id])
+        request = ctx.subject.requests[request_id]
+        ctx.subject.requests[request_id] = replace(request, pending=request.pending + 1)
+
+
+def pending_ids(ctx: Ctx, request_id: str, limit: int = 10_000) -> list[str]:
+    return [cid for cid, _ in ctx.items(request_id, ITEM_PENDING, limit=limit)]
+
+
+def _release(ctx: Ctx, tracked: OutstandingCommand) -> list[RequestState]:
+    """Stop the waiting requests from waiting for ``tracked``; returns them, updated."""
+    out: list[RequestState] = []
+    for request_id in tracked.waiters:
+        request = ctx.subject.requests.get(request_id)
+        if ctx.item_get(request_id, ITEM_PENDING, tracked.command_id) is None:
+            continue
+        ctx.item_delete(request_id, ITEM_PENDING, tracked.command_id)
+        if request is None:
+            continue
+        request = replace(request, pending=max(0, request.pending - 1))
+        ctx.subject.requests[request_id] = request
+        out.append(request)
+    return out
+
+
+def on_command_closed(ctx: Ctx, tracked: OutstandingCommand) -> None:
+    for request in _release(ctx, tracked):
+        if not request.pending and not request.final and not busy(ctx, request.request_id):
             complete(ctx, request)
 
 
-def on_command_escalated(ctx: Ctx, command_id: str, system: str) -> None:
-    for request in list(ctx.requests.values()):
-        if command_id not in request.pending_command_ids or request.final:
+def on_command_withdrawn(ctx: Ctx, tracked: OutstandingCommand) -> None:
+    _release(ctx, tracked)
+
+
+def on_command_escalated(ctx: Ctx, tracked: OutstandingCommand) -> None:
+    command_id, system = tracked.command_id, tracked.command.target_system
+    for request_id in tracked.waiters:
+        request = ctx.subject.requests.get(request_id)
+        if request is None or request.final:
+            continue
+        if ctx.item_get(request_id, ITEM_PENDING, command_id) is None:
             continue
         ctx.audit(
             ids.COMMAND_DELIVERY,
@@ -304,12 +390,13 @@ def on_command_escalated(ctx: Ctx, command_id: str, system: str) -> None:
 
 
 def fire_deadlines(ctx: Ctx) -> None:
-    for request in list(ctx.requests.values()):
+    requests = ctx.subject.requests
+    for request in list(requests.values()):
         if request.final:
             continue
         if request.placeholder:
             if request.due_at <= ctx.now:
-                del ctx.requests[request.request_id]
+                del requests[request.request_id]
                 ctx.audit(
                     ids.N13_DEADLINE,
                     "identity-evidence-discarded",
@@ -321,7 +408,7 @@ def fire_deadlines(ctx: Ctx) -> None:
         if request.awaiting_identity:
             # The clock has not started; chase the evidence once at the provisional due.
             if not request.overdue and request.due_at <= ctx.now:
-                ctx.requests[request.request_id] = replace(request, overdue=True)
+                requests[request.request_id] = replace(request, overdue=True)
                 ctx.audit(
                     ids.N13_DEADLINE,
                     "identity-still-awaited",
@@ -351,4 +438,30 @@ def fire_deadlines(ctx: Ctx) -> None:
                 request_type=request.request_type.value,
                 due_at=request.due_at,
             )
-        ctx.requests[request.request_id] = request
+        requests[request.request_id] = request
+
+
+FORGET = "forget-request"
+
+
+def forget_finished(ctx: Ctx) -> None:
+    """Final requests leave the state once kept for the policy's period (their items a
+    page at a time); the answer and the audit trail keep their outcome."""
+    keep = ctx.policy.state.finished_requests_kept_for
+    for request in list(ctx.subject.requests.values()):
+        if not request.final or keep.after(request.closed_at or ctx.now) > ctx.now:
+            continue
+        if busy(ctx, request.request_id):
+            continue  # its last page still runs; forgotten after it
+        del ctx.subject.requests[request.request_id]
+        ctx.subject.jobs.append(Job(kind=FORGET, ref=request.request_id))
+
+
+@jobs.step(FORGET)
+def _forget_items(ctx: Ctx, job: Job) -> Job | None:
+    limit = max(1, min(limits.PAGE, ctx.budget))
+    found = ctx.all_items(job.ref, limit=limit + 1)
+    for key in found[:limit]:
+        ctx.layer.delete(key)
+    ctx.budget -= len(found[:limit])
+    return None if len(found) <= limit else replace(job, page=job.page + 1)

@@ -10,10 +10,13 @@ systems of the records it covered that are still held (rule
 drops to False when no other restriction is in force. The lift itself sends no
 response (the privacy desk tells the subject before lifting, Art. 18(3)).
 
+The records a restriction covers are its request items; the restriction and
+its lift go through them a page at a time (``agents.rules.jobs``).
+
 While restricted (``enforce`` runs after every decision):
 
-* a record registered for the subject is restricted too: RESTRICT for it to its
-  system, audit ``restriction-extended``;
+* a record registered for the subject in that decision is restricted too:
+  RESTRICT for it to its system, audit ``restriction-extended``;
 * only storage-related commands and those the subject asked for go out
   (``ALLOWED_WHILE_RESTRICTED``): DELETE (retention still applies; each such
   deletion is audited ``deletion-while-restricted``), SUPPRESS_MARKETING and
@@ -25,14 +28,17 @@ While restricted (``enforce`` runs after every decision):
 
 from __future__ import annotations
 
-from agents.rules import commands, requests, rights
+from agents.rules import commands, jobs, limits, requests, rights
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
-from agents.rules.state import RecordStatus, RequestState, replace
+from agents.rules.state import ITEM_COVERED, Job, RecordStatus, RequestState, replace
 from schemas.base import RequestType
 from schemas.commands import Action
 from schemas.events import RestrictionLifted, RestrictionRequested
 from schemas.responses import ResponseStatus
+
+RESTRICT = "restrict"
+LIFT = "lift-restriction"
 
 ALLOWED_WHILE_RESTRICTED = frozenset(
     {
@@ -48,7 +54,7 @@ ALLOWED_WHILE_RESTRICTED = frozenset(
 
 
 def _active(ctx: Ctx) -> list[RequestState]:
-    return [r for _, r in sorted(ctx.requests.items()) if r.restriction_active]
+    return [r for _, r in sorted(ctx.subject.requests.items()) if r.restriction_active]
 
 
 @handles(RestrictionRequested)
@@ -64,31 +70,45 @@ def on_restriction(ctx: Ctx, event: RestrictionRequested) -> None:
     )
     if request is None:
         return
-    records = [r for r in rights.live_records(ctx) if r.status is RecordStatus.HELD]
-    groups = rights.group_by_system(ctx, request, records, rights.N9_RESTRICTION)
+    ctx.subject.requests[request.request_id] = replace(request, restriction_active=True)
+    ctx.subject.restricted = True
+    jobs.start(ctx, RESTRICT, request.request_id)
+
+
+@jobs.step(RESTRICT)
+def _restrict_page(ctx: Ctx, job: Job) -> Job | None:
+    request = ctx.subject.requests.get(job.ref)
+    if request is None or not request.restriction_active:
+        return None  # lifted before every page was sent
+    page, last = jobs.page(ctx, job)
+    held = [r for r in page if r.status is RecordStatus.HELD]
+    groups, noted = rights.group_by_system(ctx, request, held, rights.N9_RESTRICTION, job)
     covered = [k for keys in groups.values() for k in keys]
-    request = replace(request, restriction_active=True, record_keys=covered)
-    ctx.requests[request.request_id] = request
-    ctx.restricted = True
+    for key in covered:
+        ctx.item_put(request.request_id, ITEM_COVERED, key)
     pending = rights.issue_per_system(
         ctx, request, groups, action=Action.RESTRICT, rule_id=rights.N9_RESTRICTION
     )
     ctx.audit(
         rights.N9_RESTRICTION,
         "processing-restricted",
-        controller_id=event.controller_id,
+        controller_id=request.controller_id,
         command_ids=pending,
-        request_id=event.request_id,
+        request_id=request.request_id,
         systems=list(groups),
         records=len(covered),
+        **rights.page_suffix(job, last),
     )
-    rights.wait_or_complete(ctx, request, pending)
+    if not last:
+        return jobs.advance(noted or job, page)
+    rights.wait_or_complete(ctx, request.request_id)
+    return None
 
 
 def _complete(ctx: Ctx, request: RequestState) -> None:
     if not request.restriction_active:
         return  # lifted before every system confirmed; answered at the lift
-    systems = sorted({ctx.records[k].system for k in request.record_keys if k in ctx.records})
+    systems = request.systems
     reason = (
         "Processing of your data is restricted: it is only stored"
         + (f" (systems: {', '.join(systems)})" if systems else "")
@@ -108,7 +128,7 @@ def _complete(ctx: Ctx, request: RequestState) -> None:
 
 @handles(RestrictionLifted)
 def on_lifted(ctx: Ctx, event: RestrictionLifted) -> None:
-    request = ctx.requests.get(event.request_id)
+    request = ctx.subject.requests.get(event.request_id)
     if request is None or not request.restriction_active:
         ctx.audit(
             rights.N9_RESTRICTION_LIFTED,
@@ -117,26 +137,18 @@ def on_lifted(ctx: Ctx, event: RestrictionLifted) -> None:
             request_id=event.request_id,
         )
         return
-    still_held = [
-        record
-        for key in request.record_keys
-        if (record := ctx.records.get(key)) is not None and record.status is RecordStatus.HELD
-    ]
-    # All of the request's own controller (see on_restriction), so nothing is forwarded.
-    groups = rights.group_by_system(ctx, request, still_held, rights.N9_RESTRICTION_LIFTED)
+    jobs.cancel(ctx, RESTRICT, request.request_id)
     # A RESTRICT still unacknowledged must not be re-sent after the lift: the
     # system would end up restricted while we believe it is not.
-    unconfirmed = [
-        cid
-        for cid, tracked in ctx.commands.items()
-        if tracked.command.request_id == request.request_id
-        and tracked.command.action is Action.RESTRICT
-    ]
-    for cid in unconfirmed:
-        commands.withdraw(ctx, cid, rule_id=rights.N9_RESTRICTION_LIFTED, why="restriction-lifted")
-    request = replace(request, restriction_active=False, pending_command_ids=[])
-    ctx.requests[request.request_id] = request
-    ctx.restricted = bool(_active(ctx))
+    for cid in requests.pending_ids(ctx, request.request_id):
+        tracked = ctx.commands.get(cid)
+        if tracked is not None and tracked.command.action is Action.RESTRICT:
+            commands.withdraw(
+                ctx, cid, rule_id=rights.N9_RESTRICTION_LIFTED, why="restriction-lifted"
+            )
+    request = replace(ctx.subject.requests[request.request_id], restriction_active=False)
+    ctx.subject.requests[request.request_id] = request
+    ctx.subject.restricted = bool(_active(ctx))
     if not request.final:
         # Answered now, since the restriction it asked for is over.
         request = requests.respond(
@@ -150,48 +162,75 @@ def on_lifted(ctx: Ctx, event: RestrictionLifted) -> None:
                 )
             ],
         )
+    jobs.start(ctx, LIFT, request.request_id)
+
+
+@jobs.step(LIFT)
+def _lift_page(ctx: Ctx, job: Job) -> Job | None:
+    """LIFT_RESTRICTION to the systems of the covered records still held, a page at a time."""
+    request = ctx.subject.requests.get(job.ref)
+    if request is None:
+        return None
+    limit = max(1, min(limits.PAGE, ctx.budget))
+    found = ctx.items(request.request_id, ITEM_COVERED, after=job.cursor, limit=limit + 1)
+    last = len(found) <= limit
+    keys = [k for k, _ in found[:limit]]
+    ctx.budget -= len(keys)
+    still_held = [
+        record
+        for key in keys
+        if (record := ctx.records.get(key)) is not None and record.status is RecordStatus.HELD
+    ]
+    for key in keys:
+        ctx.item_delete(request.request_id, ITEM_COVERED, key)
+    # All of the request's own controller (see on_restriction), so nothing is forwarded.
+    groups, _ = rights.group_by_system(ctx, request, still_held, rights.N9_RESTRICTION_LIFTED)
     sent = rights.issue_per_system(
         ctx,
         request,
         groups,
         action=Action.LIFT_RESTRICTION,
         rule_id=rights.N9_RESTRICTION_LIFTED,
+        wait=False,
     )
     ctx.audit(
         rights.N9_RESTRICTION_LIFTED,
         "restriction-lifted",
-        controller_id=event.controller_id,
+        controller_id=request.controller_id,
         command_ids=sent,
-        request_id=event.request_id,
+        request_id=request.request_id,
         systems=list(groups),
-        still_restricted=ctx.restricted,
+        still_restricted=ctx.subject.restricted,
+        **rights.page_suffix(job, last),
     )
+    return None if last else replace(job, cursor=keys[-1], page=job.page + 1)
 
 
 def enforce(ctx: Ctx) -> None:
     """After a decision: extend restrictions to new records, check what went out."""
-    if not ctx.restricted:
+    if not ctx.subject.restricted:
         return
     for request in _active(ctx):
-        covered = set(request.record_keys)
         new = [
             r
-            for r in rights.live_records(ctx)
-            if r.key not in covered
+            for key in dict.fromkeys(ctx.registered)
+            if (r := ctx.records.get(key)) is not None
             and r.status is RecordStatus.HELD
             and r.controller_id == request.controller_id
+            and ctx.item_get(request.request_id, ITEM_COVERED, key) is None
         ]
         if not new:
             continue
-        groups = rights.group_by_system(ctx, request, new, rights.N9_RESTRICTION)
-        request = replace(request, record_keys=sorted(covered | {r.key for r in new}))
-        ctx.requests[request.request_id] = request
+        groups, _ = rights.group_by_system(ctx, request, new, rights.N9_RESTRICTION)
+        for record in new:
+            ctx.item_put(request.request_id, ITEM_COVERED, record.key)
         sent = rights.issue_per_system(
             ctx,
             request,
             groups,
             action=Action.RESTRICT,
             rule_id=rights.N9_RESTRICTION,
+            wait=False,
         )
         ctx.audit(
             rights.N9_RESTRICTION,

@@ -19,12 +19,17 @@ Only contracts with the record's own controller count (N2).
    recorded time + ``default.keep_for``.
 
 Due times are recomputed whenever contracts change, so a new contract before
-the 7 years run out clears them and the next contract end sets them again.
+the 7 years run out clears them and the next contract end sets them again; a
+subject's records are recomputed a page at a time (``jobs``), and a record is
+checked again when its due time comes, so a due time not yet recomputed never
+deletes early.
 
 At due time a DELETE goes to the record's system (one command per system,
-controller and rule), unless a legal hold covers the record: then an audit
-entry ``deletion-held`` names the holds, once, and nothing is scheduled for it
-until a hold is released, when it is deleted at once if still overdue.
+controller and rule, of at most ``limits.CHUNK`` records), unless a legal hold
+covers the record: then an audit entry ``deletion-held`` names the holds, once,
+and nothing is scheduled for it until a hold is released, when it is deleted at
+once if still overdue. Due records are found in the subject's due index, not
+by looking at every record.
 """
 
 from __future__ import annotations
@@ -32,13 +37,18 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from agents.rules import commands, ids
-from agents.rules.context import Ctx
+from agents.rules import commands, ids, jobs, limits
+from agents.rules.context import Ctx, record_due
 from agents.rules.policy import RetentionRule, RuleKind
 from agents.rules.registry import handles
-from agents.rules.state import ContractState, Hold, RecordState, RecordStatus, replace
+from agents.rules.state import ContractState, Hold, Job, RecordState, RecordStatus, replace
+from agents.store import keys
 from schemas.commands import Action
 from schemas.events import ContractEnded, ContractStarted, LegalHoldPlaced, LegalHoldReleased
+
+RESCHEDULE = "reschedule"
+HOLD_PLACED = "hold-placed"
+HOLD_RELEASED = "hold-released"
 
 
 def _rule(ctx: Ctx, controller_id: str, kind: RuleKind) -> RetentionRule:
@@ -56,16 +66,17 @@ def compute_due(ctx: Ctx, record: RecordState) -> tuple[str, datetime | None]:
         return fixed.id, fixed.keep_for.after(record.registered_at)
     legal = ctx.policy.is_legal_obligation(record.category)
     at_end = _rule(ctx, controller, RuleKind.CONTRACT_END)
-    own = ctx.contracts.get(record.contract_id) if record.contract_id else None
+    contracts = ctx.subject.contracts
+    own = contracts.get(record.contract_id) if record.contract_id else None
     if not legal and own is not None and own.ended_at is not None:
         return at_end.id, at_end.keep_for.after(own.ended_at)
     relationship = _rule(ctx, controller, RuleKind.LEGAL_OBLIGATION) if legal else at_end
     # Only the record's own controller's contracts count (N2: a client's data is
     # not governed by the subject's contracts with SmartComms, or vice versa).
-    contracts = [c for c in ctx.contracts.values() if c.controller_id == controller]
-    if any(c.active for c in contracts):
+    mine = [c for c in contracts.values() if c.controller_id == controller]
+    if any(c.active for c in mine):
         return relationship.id, None
-    ends = [c.ended_at for c in contracts if c.ended_at is not None]
+    ends = [c.ended_at for c in mine if c.ended_at is not None]
     if ends and (record.contract_id is not None or record.registered_at <= max(ends)):
         return relationship.id, relationship.keep_for.after(max(ends))
     default = _rule(ctx, controller, RuleKind.DEFAULT)
@@ -82,20 +93,48 @@ def schedule(ctx: Ctx, record: RecordState) -> RecordState:
     return replace(record, rule_id=rule_id, due_at=due)
 
 
-def reschedule_all(ctx: Ctx) -> tuple[list[str], list[str]]:
-    """Recompute every record; returns (record ids now due at a time, ids now unscheduled)."""
+def _reschedule_page(ctx: Ctx, job: Job) -> tuple[Job | None, list[str], list[str]]:
+    records, last = jobs.page(ctx, job)
     timed: list[str] = []
     cleared: list[str] = []
-    for key, record in list(ctx.records.items()):
+    for record in records:
         updated = schedule(ctx, record)
         if updated is not record:
-            ctx.records[key] = updated
+            ctx.records[record.key] = updated
             (timed if updated.due_at is not None else cleared).append(updated.record_id)
+    return (None if last else jobs.advance(job, records)), timed, cleared
+
+
+@jobs.step(RESCHEDULE)
+def _continue_reschedule(ctx: Ctx, job: Job) -> Job | None:
+    following, timed, cleared = _reschedule_page(ctx, job)
+    if timed or cleared:
+        ctx.audit(
+            ids.N6_CONTRACT,
+            "records-rescheduled",
+            page=job.page + 1,
+            records_scheduled=timed,
+            records_unscheduled=cleared,
+        )
+    return following
+
+
+def reschedule_all(ctx: Ctx) -> tuple[list[str], list[str]]:
+    """Recompute the records' due times: the first page now (every record, when they
+    fit one), the rest in following steps. Returns (ids now due at a time, ids now
+    unscheduled) of this page."""
+    jobs.cancel(ctx, RESCHEDULE)  # a newer contract change covers every record again
+    following, timed, cleared = _reschedule_page(ctx, Job(kind=RESCHEDULE, ref="all"))
+    if following is not None:
+        ctx.subject.jobs.append(following)
+        ctx.more = True
     return timed, cleared
 
 
 def blocking_holds(ctx: Ctx, record: RecordState) -> list[Hold]:
-    return sorted((h for h in ctx.holds.values() if h.covers(record)), key=lambda h: h.hold_id)
+    return sorted(
+        (h for h in ctx.subject.holds.values() if h.covers(record)), key=lambda h: h.hold_id
+    )
 
 
 def keep_reason(ctx: Ctx, record: RecordState) -> str | None:
@@ -115,73 +154,82 @@ def keep_reason(ctx: Ctx, record: RecordState) -> str | None:
     return None
 
 
-def fire_due(ctx: Ctx) -> None:
-    """Issue DELETE for every record due at or before ``ctx.now`` and not held."""
+def fire_due(ctx: Ctx, due: list[tuple[int, str]]) -> None:
+    """Issue DELETE for the due records (from the due index) that are not held."""
     groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for key in sorted(ctx.records):
-        record = ctx.records[key]
-        if (
-            record.status is not RecordStatus.HELD
-            or record.due_at is None
-            or record.due_at > ctx.now
-        ):
+    for ms, key in sorted(due, key=lambda item: item[1]):
+        record = ctx.records.get(key)
+        if record is None or record_due(record) != ms:
+            ctx.drop_due(ms, keys.DUE_RECORD, key)  # the index entry outlived its reason
             continue
+        # Checked again now: a contract change may not have reached this record yet.
+        current = schedule(ctx, record)
+        if current is not record:
+            ctx.records[key] = current
+            if current.due_at is None or current.due_at > ctx.now:
+                continue
+            record = current
         holds = blocking_holds(ctx, record)
         if holds:
             hold_ids = [h.hold_id for h in holds]
-            if hold_ids != record.held_by:
-                ctx.records[key] = replace(record, held_by=hold_ids)
-                ctx.audit(
-                    record.rule_id or ids.N7_LEGAL_HOLD,
-                    "deletion-held",
-                    controller_id=record.controller_id,
-                    record_id=record.record_id,
-                    system=record.system,
-                    category=record.category.value,
-                    due_at=record.due_at,
-                    hold_ids=hold_ids,
-                    case_references=[h.case_reference for h in holds],
-                )
+            ctx.records[key] = replace(record, held_by=hold_ids)
+            for hold_id in hold_ids:
+                ctx.mark_held(hold_id, key)
+            ctx.audit(
+                record.rule_id or ids.N7_LEGAL_HOLD,
+                "deletion-held",
+                controller_id=record.controller_id,
+                record_id=record.record_id,
+                system=record.system,
+                category=record.category.value,
+                due_at=record.due_at,
+                hold_ids=hold_ids,
+                case_references=[h.case_reference for h in holds],
+            )
             continue
         groups[(record.system, record.controller_id, record.rule_id or "")].append(key)
-    for (system, controller_id, rule_id), keys in sorted(groups.items()):
-        due = min(ctx.records[k].due_at or ctx.now for k in keys)
-        record_ids = [ctx.records[k].record_id for k in keys]
-        cid = commands.issue(
-            ctx,
-            action=Action.DELETE,
-            system=system,
-            controller_id=controller_id,
-            rule_id=rule_id,
-            record_keys=keys,
-        )
-        ctx.audit(
-            rule_id,
-            "retention-delete",
-            controller_id=controller_id,
-            command_ids=[cid] if cid else [],
-            system=system,
-            record_ids=record_ids,
-            due_at=due,
-        )
+    for (system, controller_id, rule_id), group in sorted(groups.items()):
+        for at in range(0, len(group), limits.CHUNK):
+            chunk = group[at : at + limits.CHUNK]
+            records = [ctx.records[k] for k in chunk]
+            due_at = min(r.due_at or ctx.now for r in records)
+            cid = commands.issue(
+                ctx,
+                action=Action.DELETE,
+                system=system,
+                controller_id=controller_id,
+                rule_id=rule_id,
+                record_keys=chunk,
+            )
+            ctx.audit(
+                rule_id,
+                "retention-delete",
+                controller_id=controller_id,
+                command_ids=[cid] if cid else [],
+                system=system,
+                record_ids=[r.record_id for r in records],
+                due_at=due_at,
+            )
 
 
 def forget_contracts(ctx: Ctx) -> None:
     """Drop ended contracts whose legal-obligation period is over."""
-    for contract_id, contract in list(ctx.contracts.items()):
+    contracts = ctx.subject.contracts
+    for contract_id, contract in list(contracts.items()):
         if contract.forget_at is not None and contract.forget_at <= ctx.now:
-            del ctx.contracts[contract_id]
+            del contracts[contract_id]
 
 
 @handles(ContractStarted)
 def on_contract_started(ctx: Ctx, event: ContractStarted) -> None:
-    contract = ctx.contracts.get(event.contract_id)
+    contracts = ctx.subject.contracts
+    contract = contracts.get(event.contract_id)
     if contract is not None and contract.started_at is not None:
         return  # already known started (a second publisher's copy)
     late = contract is not None and contract.ended_at is not None
     if contract is None:
         contract = ContractState(contract_id=event.contract_id, controller_id=event.controller_id)
-    ctx.contracts[event.contract_id] = replace(contract, started_at=event.event_time)
+    contracts[event.contract_id] = replace(contract, started_at=event.event_time)
     timed, cleared = reschedule_all(ctx)
     ctx.audit(
         ids.N6_CONTRACT,
@@ -195,13 +243,14 @@ def on_contract_started(ctx: Ctx, event: ContractStarted) -> None:
 
 @handles(ContractEnded)
 def on_contract_ended(ctx: Ctx, event: ContractEnded) -> None:
-    contract = ctx.contracts.get(event.contract_id) or ContractState(
+    contracts = ctx.subject.contracts
+    contract = contracts.get(event.contract_id) or ContractState(
         contract_id=event.contract_id, controller_id=event.controller_id
     )
     if contract.ended_at is not None:
         return
     legal = _rule(ctx, contract.controller_id, RuleKind.LEGAL_OBLIGATION)
-    ctx.contracts[event.contract_id] = replace(
+    contracts[event.contract_id] = replace(
         contract, ended_at=event.event_time, forget_at=legal.keep_for.after(event.event_time)
     )
     timed, cleared = reschedule_all(ctx)
@@ -217,6 +266,32 @@ def on_contract_ended(ctx: Ctx, event: ContractEnded) -> None:
     )
 
 
+def _hold_page(ctx: Ctx, job: Job) -> tuple[Job | None, list[str], list[str]]:
+    hold = ctx.subject.holds.get(job.ref)
+    records, last = jobs.page(ctx, job)
+    covered = [r for r in records if hold is not None and hold.covers(r)]
+    held = [r.record_id for r in covered if r.status is RecordStatus.HELD]
+    deleting = [r.record_id for r in covered if r.status is RecordStatus.DELETING]
+    return (None if last or hold is None else jobs.advance(job, records)), held, deleting
+
+
+@jobs.step(HOLD_PLACED)
+def _continue_hold_placed(ctx: Ctx, job: Job) -> Job | None:
+    following, held, deleting = _hold_page(ctx, job)
+    hold = ctx.subject.holds.get(job.ref)
+    if hold is not None and (held or deleting):
+        ctx.audit(
+            ids.N7_LEGAL_HOLD,
+            "hold-placed",
+            controller_id=hold.controller_id,
+            hold_id=hold.hold_id,
+            page=job.page + 1,
+            records_held=held,
+            records_already_deleting=deleting,
+        )
+    return following
+
+
 @handles(LegalHoldPlaced)
 def on_hold_placed(ctx: Ctx, event: LegalHoldPlaced) -> None:
     hold = Hold(
@@ -228,8 +303,12 @@ def on_hold_placed(ctx: Ctx, event: LegalHoldPlaced) -> None:
         placed_at=event.event_time,
         controller_id=event.controller_id,
     )
-    ctx.holds[hold.hold_id] = hold
-    covered = [r for r in ctx.records.values() if hold.covers(r)]
+    ctx.subject.holds[hold.hold_id] = hold
+    jobs.cancel(ctx, HOLD_PLACED, hold.hold_id)
+    following, held, deleting = _hold_page(ctx, Job(kind=HOLD_PLACED, ref=hold.hold_id))
+    if following is not None:
+        ctx.subject.jobs.append(following)
+        ctx.more = True
     ctx.audit(
         ids.N7_LEGAL_HOLD,
         "hold-placed",
@@ -237,17 +316,33 @@ def on_hold_placed(ctx: Ctx, event: LegalHoldPlaced) -> None:
         hold_id=hold.hold_id,
         case_reference=hold.case_reference,
         categories=[c.value for c in hold.categories] or ["all"],
-        records_held=[r.record_id for r in covered if r.status is RecordStatus.HELD],
+        records_held=held,
         # A DELETE already sent cannot be recalled; say so rather than pretend.
-        records_already_deleting=[
-            r.record_id for r in covered if r.status is RecordStatus.DELETING
-        ],
+        records_already_deleting=deleting,
     )
+
+
+def _release_page(ctx: Ctx, hold_id: str) -> bool:
+    """Clear a page of the hold's records; True when none are left."""
+    limit = max(1, min(limits.PAGE, ctx.budget))
+    held = ctx.held_records(hold_id, limit=limit + 1)
+    for key in held[:limit]:
+        ctx.unmark_held(hold_id, key)
+        record = ctx.records.get(key)
+        if record is not None and hold_id in record.held_by:
+            ctx.records[key] = replace(record, held_by=[h for h in record.held_by if h != hold_id])
+    ctx.budget -= len(held[:limit])
+    return len(held) <= limit
+
+
+@jobs.step(HOLD_RELEASED)
+def _continue_release(ctx: Ctx, job: Job) -> Job | None:
+    return None if _release_page(ctx, job.ref) else replace(job, page=job.page + 1)
 
 
 @handles(LegalHoldReleased)
 def on_hold_released(ctx: Ctx, event: LegalHoldReleased) -> None:
-    hold = ctx.holds.pop(event.hold_id, None)
+    hold = ctx.subject.holds.pop(event.hold_id, None)
     if hold is None:
         ctx.audit(
             ids.N7_LEGAL_HOLD,
@@ -256,11 +351,10 @@ def on_hold_released(ctx: Ctx, event: LegalHoldReleased) -> None:
             hold_id=event.hold_id,
         )
         return
-    for key, record in list(ctx.records.items()):
-        if hold.hold_id in record.held_by:
-            ctx.records[key] = replace(
-                record, held_by=[h for h in record.held_by if h != hold.hold_id]
-            )
+    jobs.cancel(ctx, HOLD_PLACED, hold.hold_id)
+    if not _release_page(ctx, hold.hold_id):
+        ctx.subject.jobs.append(Job(kind=HOLD_RELEASED, ref=hold.hold_id, page=1))
+        ctx.more = True
     ctx.audit(
         ids.N7_LEGAL_HOLD,
         "hold-released",

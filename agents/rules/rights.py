@@ -12,7 +12,8 @@
   commands). Evidence that arrives before its request is held in a placeholder
   entry (``RequestState.placeholder``), used when the request arrives and
   discarded one period later if it never does. Evidence after verification or
-  after the request closed is audited and ignored.
+  after the request closed is audited and ignored. At most ``MAX_EVIDENCE``
+  documents are noted per request.
 * **Extension (N13).** ``RequestExtended`` adds one or two further months (two
   in total at most), only before the due date and once the clock runs: new due
   date, ``in_progress`` response saying why and until when, audit
@@ -28,7 +29,12 @@
   stays open and goes overdue visibly.
 * **Exports.** ``note_ack`` runs before an ack is applied: for an EXPORT sent for
   a request it keeps the ``export_reference`` and, for portability only, the
-  exported records the subject provided (dropped again once answered).
+  exported records the subject provided (dropped again once answered), as
+  request items.
+* **Paging.** Workflows that concern the subject's records (access, portability,
+  restriction, rectification, objection to profiling) go through them a page at
+  a time (``agents.rules.jobs``): each page sends its commands and audits them;
+  the answer comes with the last page.
 """
 
 from __future__ import annotations
@@ -46,14 +52,18 @@ from agents.rules.context import Ctx
 from agents.rules.policy import Policy
 from agents.rules.registry import handles
 from agents.rules.state import (
+    ITEM_EXPORT,
+    ITEM_PORTABLE,
+    MAX_EVIDENCE,
     EvidenceNote,
     ExportNote,
+    Job,
     PortableRecord,
     RecordState,
-    RecordStatus,
     RequestState,
     replace,
 )
+from agents.store.codec import encode
 from schemas.base import RequestType
 from schemas.commands import AckOutcome, Action, CommandAck
 from schemas.events import (
@@ -118,28 +128,25 @@ def contacts(policy: Policy) -> tuple[ContactDetails, ContactDetails, ContactDet
 # -- records and commands -----------------------------------------------------------
 
 
-def live_records(ctx: Ctx) -> list[RecordState]:
-    """The subject's records not yet confirmed deleted, in key order."""
-    return [
-        ctx.records[k]
-        for k in sorted(ctx.records)
-        if ctx.records[k].status is not RecordStatus.DELETED
-    ]
-
-
 def group_by_system(
-    ctx: Ctx, request: RequestState, records: Iterable[RecordState], rule_id: str
-) -> dict[str, list[str]]:
+    ctx: Ctx,
+    request: RequestState,
+    records: Iterable[RecordState],
+    rule_id: str,
+    job: Job | None = None,
+) -> tuple[dict[str, list[str]], Job | None]:
     """Record keys of the request's controller by system; records held for another
-    controller (processor mode, N2) are passed to it (audit ``forward-to-controller``)."""
+    controller (processor mode, N2) are passed to it (audit ``forward-to-controller``,
+    once per controller of the job). Returns the groups and the job noting who was told."""
     groups: dict[str, list[str]] = defaultdict(list)
+    told = {c for c in (job.data.get("forwarded", "") if job else "").split(",") if c}
     foreign: set[str] = set()
     for record in records:
         if record.controller_id != request.controller_id:
             foreign.add(record.controller_id)
             continue
         groups[record.system].append(record.key)
-    for controller_id in sorted(foreign):
+    for controller_id in sorted(foreign - told):
         ctx.audit(
             ids.N2_PROCESSOR,
             "forward-to-controller",
@@ -148,7 +155,9 @@ def group_by_system(
             request_type=request.request_type.value,
             rule=rule_id,
         )
-    return dict(sorted(groups.items()))
+    if job is not None and foreign - told:
+        job = replace(job, data={**job.data, "forwarded": ",".join(sorted(told | foreign))})
+    return dict(sorted(groups.items())), job
 
 
 def issue_per_system(
@@ -159,8 +168,10 @@ def issue_per_system(
     action: Action,
     rule_id: str,
     parameters: Callable[[str, list[str]], dict[str, str]] | None = None,
+    wait: bool = True,
 ) -> list[str]:
-    """One command per system for the request; returns the ids still outstanding."""
+    """One command per system for the request; with ``wait`` the request waits for
+    them (is answered when they are done). Returns the ids still outstanding."""
     from agents.rules import commands  # late: commands imports requests
 
     pending: list[str] = []
@@ -178,17 +189,34 @@ def issue_per_system(
         if cid is not None and cid not in pending:
             pending.append(cid)
     # An early ack may already have closed one of them.
-    return [c for c in pending if c in ctx.commands]
+    pending = [c for c in pending if c in ctx.commands]
+    if wait:
+        requests.await_commands(ctx, request.request_id, pending)
+    current = ctx.subject.requests[request.request_id]
+    systems = sorted(set(current.systems) | set(groups))
+    if systems != current.systems:
+        ctx.subject.requests[request.request_id] = replace(current, systems=systems)
+    return pending
 
 
-def wait_or_complete(ctx: Ctx, request: RequestState, pending: list[str]) -> None:
-    """Record the outstanding commands; answer ``in_progress``, or complete at once."""
-    request = replace(ctx.requests[request.request_id], pending_command_ids=pending)
-    ctx.requests[request.request_id] = request
-    if pending:
+def wait_or_complete(ctx: Ctx, request_id: str) -> None:
+    """The request's work is all sent: answer ``in_progress``, or complete at once."""
+    request = ctx.subject.requests[request_id]
+    if request.final:
+        return
+    if request.pending:
         requests.respond(ctx, request, ResponseStatus.IN_PROGRESS)
     else:
         requests.complete(ctx, request)
+
+
+def page_suffix(job: Job, last: bool) -> dict[str, object]:
+    """Audit details marking a page of a multi-page job: ``page`` = i, and on the last
+    page ``pages`` = n, so a verifier can tell a complete set of pages (none for a
+    one-page job, whose entry is the whole story)."""
+    if job.page == 0 and last:
+        return {}
+    return {"page": job.page + 1, **({"pages": job.page + 1} if last else {})}
 
 
 # -- opening requests and the identity gate -------------------------------------------
@@ -271,7 +299,7 @@ def on_evidence(ctx: Ctx, event: IdentityEvidenceReceived) -> None:
             **details,
         )
 
-    request = ctx.requests.get(event.request_id)
+    request = ctx.subject.requests.get(event.request_id)
     if request is None or request.placeholder:
         # Evidence ahead of its request is held (and discarded one period later).
         if request is None:
@@ -290,9 +318,12 @@ def on_evidence(ctx: Ctx, event: IdentityEvidenceReceived) -> None:
                 warned=True,
                 evidence=[note],
             )
-        elif event.evidence_id not in {n.evidence_id for n in request.evidence}:
+        elif (
+            event.evidence_id not in {n.evidence_id for n in request.evidence}
+            and len(request.evidence) < MAX_EVIDENCE
+        ):
             request = replace(request, evidence=[*request.evidence, note])
-        ctx.requests[request.request_id] = request
+        ctx.subject.requests[request.request_id] = request
         audit("identity-evidence-held", discard_at=request.due_at)
         return
     if not request.awaiting_identity or request.final:
@@ -306,8 +337,11 @@ def on_evidence(ctx: Ctx, event: IdentityEvidenceReceived) -> None:
     if event.evidence_id in {n.evidence_id for n in request.evidence}:
         audit("identity-evidence-duplicate")
         return
+    if len(request.evidence) >= MAX_EVIDENCE:
+        audit("identity-evidence-ignored", why="too-many-documents")
+        return
     request = replace(request, evidence=[*request.evidence, note])
-    ctx.requests[request.request_id] = request
+    ctx.subject.requests[request.request_id] = request
     gate(ctx, request, [event.evidence_id])
 
 
@@ -324,33 +358,28 @@ def note_ack(ctx: Ctx, ack: CommandAck) -> None:
         return
     if ack.system != command.target_system:
         return
-    request = ctx.requests.get(command.request_id)
+    request = ctx.subject.requests.get(command.request_id)
     if request is None or request.final:
         return
-    exports = [e for e in request.exports if e.command_id != command.command_id]
-    exports.append(
-        ExportNote(
-            system=command.target_system,
-            command_id=command.command_id,
-            export_reference=ack.export_reference,
-        )
+    note = ExportNote(
+        system=command.target_system,
+        command_id=command.command_id,
+        export_reference=ack.export_reference,
     )
-    portable = list(request.portable)
+    ctx.item_put(request.request_id, ITEM_EXPORT, command.command_id, encode(note))
     if request.workflow == PORTABILITY:
-        portable = [p for p in portable if p.system != command.target_system]
-        portable += [
-            PortableRecord(system=command.target_system, record=r)
-            for r in ack.exported
-            if r.provided_by_subject
-        ]
-    ctx.requests[request.request_id] = replace(request, exports=exports, portable=portable)
+        for record in ack.exported:
+            if record.provided_by_subject:
+                portable = PortableRecord(system=command.target_system, record=record)
+                name = f"{command.target_system}/{record.record_id}"
+                ctx.item_put(request.request_id, ITEM_PORTABLE, name, encode(portable))
 
 
 # -- extension, refusal, complaint ------------------------------------------------------
 
 
 def _find(ctx: Ctx, request_id: str, controller_id: str, rule_id: str) -> RequestState | None:
-    request = ctx.requests.get(request_id)
+    request = ctx.subject.requests.get(request_id)
     if request is None or request.placeholder:
         ctx.audit(rule_id, "unknown-request", controller_id=controller_id, request_id=request_id)
         return None
@@ -402,7 +431,7 @@ def on_extended(ctx: Ctx, event: RequestExtended) -> None:
         warned=False,
         overdue=False,
     )
-    ctx.requests[request.request_id] = request
+    ctx.subject.requests[request.request_id] = request
     reason = short(
         f"We need more time to answer ({event.reason}); the request has been extended by "
         f"{event.months} month(s) and will be answered by {uk_date(due).isoformat()}."
@@ -451,7 +480,7 @@ def on_refused(ctx: Ctx, event: RequestRefused) -> None:
         controller_id=event.controller_id,
         request_id=event.request_id,
         request_type=request.request_type.value,
-        commands_outstanding=len(request.pending_command_ids),
+        commands_outstanding=request.pending,
     )
 
 

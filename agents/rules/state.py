@@ -1,15 +1,17 @@
-"""Per-subject state kept in the Faust table (one entry per subject id).
+"""The per-subject state the rules read and write: one definition of each piece.
 
-``SubjectState`` is frozen and JSON-serialisable: the agent stores
-``state.model_dump(mode="json")`` and reads it back with
-``SubjectState.model_validate(...)``. The rules never mutate it; ``decide``
-returns a new one.
+A subject's state is not one value. ``SubjectHeader`` holds what is small and
+bounded (contracts, suppression, holds, consents, requests, counters); each
+record, outstanding command and closed command is its own entry, keyed below
+the subject (``agents.store.keys``), so an event reads and writes the entries
+it touches, not the subject's history. Per-request lists that grow with the
+records (kept items, covered records, exports, portable records, pending
+commands) are request items (``ITEM_*`` kinds), also keyed.
 
-What it holds is the minimum the rules need. Personal data values never enter
-it: records are known by id, system, category and field *names*; records are
-dropped from the state once their deletion is confirmed, so erased data does
-not survive here (only the suppression list, kept records and request
-outcomes remain).
+Stored values carry a format version ``v``; ``agents.store.codec`` upgrades
+older versions when they are read. Personal data values never enter the state:
+records are known by id, system, category and field *names*; records are
+dropped once their deletion is confirmed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import date
 from enum import StrEnum
 from typing import TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import (
     Channel,
@@ -36,16 +38,21 @@ from schemas.base import (
 from schemas.commands import AckOutcome, Command, ExportedRecord
 from schemas.responses import KeptItem, ResponseStatus
 
-# How many recently processed event ids (and closed command ids) are remembered
-# for de-duplication. Redelivery happens within a consumer-group rebalance, so a
-# few hundred per subject is ample.
-MAX_PROCESSED_EVENT_IDS = 500
-MAX_CLOSED_COMMAND_IDS = 500
+# Acks that arrive before their command are remembered (bounded) until it is issued.
 MAX_EARLY_ACKS = 100
+# Identity documents noted per request (N12 needs two; more is noise or abuse).
+MAX_EVIDENCE = 20
 
 FINAL_REQUEST_STATUSES = frozenset(
     {ResponseStatus.COMPLETED, ResponseStatus.PARTIALLY_REFUSED, ResponseStatus.REFUSED}
 )
+
+# Request item kinds (``q`` keys): what a request keeps per record or per command.
+ITEM_PENDING = "p"  # a command the request waits for (value empty)
+ITEM_KEPT = "k"  # a record kept, with the reason (KeptItem)
+ITEM_COVERED = "r"  # a record a restriction covers (value empty)
+ITEM_EXPORT = "e"  # an export a system confirmed (ExportNote)
+ITEM_PORTABLE = "x"  # a record a system exported for portability (PortableRecord)
 
 
 class RecordStatus(StrEnum):
@@ -59,6 +66,7 @@ def record_key(system: str, record_id: str) -> str:
 
 
 class RecordState(Frozen):
+    v: int = 1
     record_id: Identifier
     system: Slug
     category: DataCategory
@@ -70,6 +78,10 @@ class RecordState(Frozen):
     provided_by_subject: bool
     fields: list[Slug] = Field(default_factory=list)
     registered_at: UtcDatetime
+    # The id of the event that registered it: a record registered again after its
+    # deletion is a new generation, so its DELETE is a new command (empty: a record
+    # converted from the previous format, whose commands carried no generation).
+    generation: str = ""
     # The retention rule governing it now and when that rule makes it due
     # (None: not due while e.g. a contract is active).
     rule_id: ShortText | None = None
@@ -78,6 +90,10 @@ class RecordState(Frozen):
     # Legal holds found blocking its (overdue) deletion, already audited.
     held_by: list[Identifier] = Field(default_factory=list)
     command_id: Identifier | None = None
+    # Registered again while its DELETE was outstanding: held again (as this
+    # generation, recorded at that time) once the DELETE is confirmed.
+    next_generation: str | None = None
+    reregistered_at: UtcDatetime | None = None
 
     @property
     def key(self) -> str:
@@ -139,6 +155,7 @@ class EvidenceNote(Frozen):
 class ExportNote(Frozen):
     """An export a system confirmed for an access or portability request."""
 
+    v: int = 1
     system: Slug
     command_id: Identifier
     export_reference: ShortText | None = None
@@ -148,8 +165,16 @@ class PortableRecord(Frozen):
     """A record a system exported for a portability request; held only until the
     response carrying it is sent, then dropped from the state."""
 
+    v: int = 1
     system: Slug
     record: ExportedRecord
+
+
+class KeptNote(Frozen):
+    """A record a request leaves in place, and why (N10): a request item."""
+
+    v: int = 1
+    item: KeptItem
 
 
 class RequestState(Frozen):
@@ -161,8 +186,12 @@ class RequestState(Frozen):
     due_at: UtcDatetime
     warn_at: UtcDatetime
     status: ResponseStatus
-    pending_command_ids: list[Identifier] = Field(default_factory=list)
-    kept: list[KeptItem] = Field(default_factory=list)
+    # Commands it waits for (their ids are ITEM_PENDING items).
+    pending: int = 0
+    # Records kept, with reasons (ITEM_KEPT items).
+    kept_count: int = 0
+    # Systems its commands went to (for the answer); bounded by the policy's systems.
+    systems: list[Slug] = Field(default_factory=list)
     reasons: list[ShortText] = Field(default_factory=list)
     warned: bool = False
     overdue: bool = False
@@ -183,10 +212,7 @@ class RequestState(Frozen):
     # When the deadline clock started (receipt, or identity verification).
     clock_started_at: UtcDatetime | None = None
     extended_months: int = 0
-    exports: list[ExportNote] = Field(default_factory=list)
-    portable: list[PortableRecord] = Field(default_factory=list)
-    # Restriction: the records the restriction covers, and whether it is in force.
-    record_keys: list[str] = Field(default_factory=list)
+    # Restriction: whether it is in force (its records are ITEM_COVERED items).
     restriction_active: bool = False
 
     @property
@@ -201,34 +227,83 @@ class RequestState(Frozen):
 class OutstandingCommand(Frozen):
     """A command sent and not yet acknowledged DONE/NOT_HELD."""
 
+    v: int = 1
     command: Command
     sent_at: UtcDatetime
     next_retry_at: UtcDatetime
     escalated: bool = False
-    record_keys: list[str] = Field(default_factory=list)
+    # Requests waiting for it (an erasure also waits for a retention DELETE in flight).
+    waiters: list[Identifier] = Field(default_factory=list)
 
     @property
     def command_id(self) -> str:
         return self.command.command_id
 
+    @property
+    def record_keys(self) -> list[str]:
+        system = self.command.target_system
+        return [record_key(system, r) for r in self.command.record_ids]
 
-class SubjectState(Frozen):
+
+class ClosedCommand(Frozen):
+    """A command acknowledged (or withdrawn), remembered so a late ack is recognised."""
+
+    v: int = 1
+    closed_at: UtcDatetime
+    outcome: ShortText
+
+
+class Job(Frozen):
+    """Work that touches many records, done a page per step (``agents.rules.jobs``)."""
+
+    kind: Slug
+    ref: Identifier  # the request, contract, hold, ... it is for
+    cursor: str | None = None  # last record key (or item) done
+    page: int = 0
+    data: dict[str, str] = Field(default_factory=dict)
+
+
+class SubjectHeader(BaseModel):
+    """The subject's bounded state; mutable within one decision (``Ctx.subject``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = 1
     subject_id: Identifier
-    records: dict[str, RecordState] = Field(default_factory=dict)
     contracts: dict[str, ContractState] = Field(default_factory=dict)
     suppression: Suppression | None = None
     holds: dict[str, Hold] = Field(default_factory=dict)
     consents: dict[str, ConsentState] = Field(default_factory=dict)
     requests: dict[str, RequestState] = Field(default_factory=dict)
-    commands: dict[str, OutstandingCommand] = Field(default_factory=dict)
     restricted: bool = False
-    processed_event_ids: list[str] = Field(default_factory=list)
-    closed_command_ids: list[str] = Field(default_factory=list)
     # Acks that arrived before the command they answer (e.g. after a state
     # restore); applied when the command is issued.
     early_acks: dict[str, AckOutcome] = Field(default_factory=dict)
     # Latest event time seen per publishing system.
     high_water: dict[str, UtcDatetime] = Field(default_factory=dict)
+    jobs: list[Job] = Field(default_factory=list)
+    # Start (ms) of each dedup bucket holding seen event ids (``e`` keys).
+    seen_buckets: list[int] = Field(default_factory=list)
+    # How many records, outstanding and closed commands are keyed below the subject.
+    records: int = 0
+    commands: int = 0
+    closed: int = 0
+    # Live records by "controller|system|category|purpose|basis" (the access
+    # report's summaries without reading every record); bounded by the policy.
+    tally: dict[str, int] = Field(default_factory=dict)
+    # What the due indexes hold for this subject: its own ``n`` and ``m`` entries,
+    # the latest housekeeping time indexed, and its ``d`` (timer) entry.
+    due_ms: int | None = None
+    housekeeping_ms: int | None = None
+    housekeep_until: int | None = None
+    timer_ms: int | None = None
+
+    def open_jobs(self, kind: str | None = None, ref: str | None = None) -> list[Job]:
+        return [
+            j
+            for j in self.jobs
+            if (kind is None or j.kind == kind) and (ref is None or j.ref == ref)
+        ]
 
 
 M = TypeVar("M", bound=Frozen)
@@ -238,3 +313,15 @@ def replace(model: M, **update: object) -> M:
     """A validated copy of ``model`` with ``update`` applied (times are normalised
     to UTC milliseconds, as on the wire; ``model_copy`` would skip that)."""
     return type(model).model_validate({**dict(model), **update})
+
+
+def tally_key(record: RecordState) -> str:
+    return "|".join(
+        (
+            record.controller_id,
+            record.system,
+            record.category.value,
+            record.purpose,
+            record.legal_basis.value,
+        )
+    )

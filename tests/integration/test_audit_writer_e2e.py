@@ -28,7 +28,7 @@ from agents.kafka_errors import is_fenced
 from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
-from agents.scheduler import Schedule
+from agents.store.memory import MemoryStateStore
 from schemas.audit import AuditEvent, AuditSource
 from streams.codec import Codec
 from streams.settings import REPO_ROOT
@@ -189,16 +189,21 @@ class Outputs:
         return delivered()
 
 
-def handler(audit: AuditWriter, subjects: dict[bytes, bytes]) -> Handler:
+def copied(store: MemoryStateStore) -> MemoryStateStore:
+    copy = MemoryStateStore()
+    for partition, entries in store.partitions.items():
+        copy.apply(partition, list(entries.data.items()))
+    return copy
+
+
+def handler(audit: AuditWriter, store: MemoryStateStore) -> Handler:
     return Handler(
         codec=CODEC,
         policy=load_policy(REPO_ROOT / "agents" / "policy" / "notice.yaml"),
         clock=FakeClock(T0 + timedelta(hours=1)),
         names=TopicNames("t"),
         metrics=LifecycleMetrics.create(CollectorRegistry(), version="t", policy_version="t"),
-        subjects=subjects,
-        schedule_table={},
-        schedule=Schedule(),
+        store=store,
         audit=audit,
         send=Outputs(),
     )
@@ -223,20 +228,20 @@ def test_a_batch_replayed_after_a_crash_is_recognised_by_the_verifier(
         )
         for offset in range(10)
     ]
-    stored: dict[bytes, bytes] = {}
+    stored = MemoryStateStore()
 
     async def scenario() -> None:
         before, _ = writer(kafka_topic(kafka_bootstrap, topic, app_id))
-        await handler(before, stored).handle_batch([(raw, None) for raw in batch[:6]])
+        await handler(before, stored).handle_batch(batch[:6])
         # The worker crashes after deciding inputs 6-9 (audit committed), before
         # their offsets are committed; whether their state was stored varies.
-        subjects = dict(stored)
-        await handler(before, subjects).handle_batch([(raw, None) for raw in batch[6:]])
+        subjects = copied(stored)
+        await handler(before, subjects).handle_batch(batch[6:])
         if state_was_stored:
-            stored.update(subjects)
+            stored.partitions = subjects.partitions
         # The restarted worker (a new writer: it fences the old one) replays 6-9.
         after, _ = writer(kafka_topic(kafka_bootstrap, topic, app_id))
-        await handler(after, stored).handle_batch([(raw, None) for raw in batch[6:]])
+        await handler(after, stored).handle_batch(batch[6:])
         await after.close()
 
     asyncio.run(scenario())

@@ -21,6 +21,7 @@ from alembic.migration import MigrationContext
 
 from agents.clock import FakeClock
 from agents.rules.testing import Harness
+from agents.store import keys
 from desk.readmodel import queries
 from desk.readmodel import tables as t
 from desk.readmodel.store import Store
@@ -114,7 +115,7 @@ def test_the_read_model_on_postgresql(store: Store) -> None:
     assert [(r.request_id, r.bucket) for r in rows] == [("erase-pg", "overdue")]
     assert [c.broken_offset for c in chains] == [None]
 
-    store.apply([rec.add(TOPICS.state[0], b"cust-pg", None)])  # the worker forgets it
+    store.apply([rec.add(TOPICS.state[0], keys.header("cust-pg"), None)])  # the worker forgets it
     with store.engine.connect() as conn:
         gone = queries.subject_view(conn, "cust-pg", store.ref("cust-pg"), now)
         left = queries.responses(conn, "cust-pg", "erase-pg")

@@ -1,9 +1,10 @@
 """What a worker writes to its topics for ``Harness`` decisions, as read-model messages.
 
 ``Recorder`` turns decisions into the messages the desk's projector would read:
-the ``subjects`` changelog value (or tombstone), commands, responses, audit
-events chained per partition, acknowledgements and dead letters, each at the
-next offset of its topic partition.
+the ``subjects`` changelog entries a decision wrote (keys below the subject,
+tombstones included), commands, responses, audit events chained per
+partition, acknowledgements and dead letters, each at the next offset of its
+topic partition.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from agents.audit_chain import ChainHead, link
-from agents.rules.context import Decision
-from agents.rules.testing import Harness
+from agents.rules.testing import Harness, Step
 from desk.readmodel.store import Message
 from desk.readmodel.topics import DeskTopics
 from schemas.base import Frozen
@@ -46,7 +46,7 @@ class Recorder:
         return self.add(topic, self.codec.key_for(model), self.codec.encode(model), partition)
 
     def decision(
-        self, h: Harness, d: Decision, *, partition: int = 0, at: datetime | None = None
+        self, h: Harness, d: Step, *, partition: int = 0, at: datetime | None = None
     ) -> None:
         names = self.topics.names
         for command in d.commands:
@@ -61,10 +61,10 @@ class Recorder:
             head = ChainHead.of(event)
             self.model(names.audit, event, partition)
         self.heads[partition] = head
-        state = None if h.state is None else h.state.model_dump_json().encode()
-        self.add(self.topics.state[0], h.subject_id.encode(), state, partition)
+        for key, value in d.writes:
+            self.add(self.topics.state[0], key, value, partition)
 
-    def send(self, h: Harness, message: object, *, partition: int = 0) -> Decision:
+    def send(self, h: Harness, message: object, *, partition: int = 0) -> Step:
         """``h.send(message)`` and record what the worker would write for it."""
         if isinstance(message, CommandAck):
             self.model(self.topics.names.acks, message, partition)

@@ -14,6 +14,8 @@ from sqlalchemy import func, select
 
 from agents.clock import FakeClock
 from agents.rules.testing import Harness
+from agents.store import keys
+from agents.store.legacy import LegacySubjectState
 from desk.readmodel import queries, state_projection
 from desk.readmodel import tables as t
 from desk.readmodel.store import Message, Store
@@ -316,9 +318,10 @@ def test_a_subject_the_worker_forgets_is_forgotten_here_too(store: Store, clock:
         published_at=T0,
     )
     late = [m for m in rec.log if m.topic == TOPICS.names.responses]
-    # The worker deletes the subject's state (a tombstone on the changelog).
+    # The worker deletes the subject's header (a tombstone on the changelog): it
+    # keeps nothing on the subject any more.
     clock.advance(timedelta(minutes=1))
-    store.apply([rec.add(TOPICS.state[0], b"cust-1", None)])
+    store.apply([rec.add(TOPICS.state[0], keys.header("cust-1"), None)])
 
     assert not subject(store, "cust-1").known
     for table in (*t.STATE_TABLES, t.responses, t.commands, t.acks):
@@ -403,7 +406,7 @@ def test_unreadable_messages_are_noted_without_their_content(store: Store) -> No
     secret = b'{"subject_id": "cust-1", "name": "Jane Example"}'
     result = store.apply(
         [
-            rec.add(TOPICS.state[0], b"cust-1", secret),
+            rec.add(TOPICS.state[0], keys.header("cust-1"), secret),
             rec.add(TOPICS.names.responses, b"cust-1", b"\xc3\x01garbage"),
         ]
     )
@@ -458,3 +461,29 @@ def test_missing_changelog_names_the_app_id_setting() -> None:
     assert "other-subjects-changelog" in message
     ok = topics.select([*present, "data-lifecycle-subjects-changelog", "p.cmd.crm"])
     assert ok[-1] == "p.cmd.crm"
+
+
+def test_a_subject_in_the_previous_format_is_shown_until_the_worker_converts_it(
+    store: Store,
+) -> None:
+    h = customer(Recorder())
+    snapshot = h.state
+    assert snapshot is not None
+    old = LegacySubjectState(subject_id="cust-1", records=snapshot.records)
+    rec = Recorder()
+    store.apply([rec.add(TOPICS.state[0], b"cust-1", old.model_dump_json().encode())])
+    assert [r.record_id for r in subject(store, "cust-1").records] == ["bill-1", "form-1"]
+    # The conversion writes the keyed entries, then deletes the old value: still shown.
+    converted = [w for step in h.decisions for w in step.writes]
+    store.apply(
+        [
+            *(rec.add(TOPICS.state[0], k, v) for k, v in converted),
+            rec.add(TOPICS.state[0], b"cust-1", None),
+        ]
+    )
+    view = subject(store, "cust-1")
+    assert view.known
+    assert [(r.record_id, r.status) for r in view.records] == [
+        ("bill-1", "held"),
+        ("form-1", "held"),
+    ]

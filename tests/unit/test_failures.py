@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from tenacity import wait_none
 
 from agents.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
-from agents.rules.state import SubjectState
+from agents.rules.state import SubjectHeader
 from schemas.deadletter import FailureClass, ReasonClass
 from streams.codec import DecodeError, EncodeError, RegistryUnavailable
 
@@ -82,7 +82,7 @@ def test_permanent_errors(exc: Exception, failure_class: FailureClass) -> None:
 
 def test_unknown_errors_are_classed_by_step() -> None:
     with pytest.raises(ValidationError) as caught:
-        SubjectState.model_validate_json(b'{"subject_id": "s", "field_of_a_later_release": 1}')
+        SubjectHeader.model_validate_json(b'{"subject_id": "s", "field_of_a_later_release": 1}')
     assert classify(caught.value, Step.LOAD).failure_class is FailureClass.STATE_UNREADABLE
     assert classify(KeyError("x"), Step.STORE).failure_class is FailureClass.STATE_NOT_STORED
     # An unknown librdkafka error is permanent too: only known transient codes are retried.

@@ -1,10 +1,9 @@
-"""The agent body without Kafka: fake sender, dict tables, fake clock."""
+"""The agent body without Kafka: fake sender, in-memory state store, fake clock."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -19,9 +18,13 @@ from agents.failures import RetryPolicy
 from agents.handler import Handler, RawMessage, Sender
 from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
+from agents.rules.decide import next_due
 from agents.rules.policy import load_policy
-from agents.rules.state import SubjectState
-from agents.scheduler import Schedule, ScheduleEntry
+from agents.rules.snapshot import SubjectSnapshot
+from agents.scheduler import Waker
+from agents.store import keys
+from agents.store.layer import Write
+from agents.store.memory import MemoryStateStore
 from schemas.audit import AuditEvent, AuditSource
 from schemas.commands import Action, Command
 from schemas.deadletter import DeadLetter, ReasonClass
@@ -96,43 +99,46 @@ class FakeAudit:
         return committed()
 
 
-class StateAfterConfirm(dict[bytes, bytes]):
-    """A table that fails if state is written before every send is confirmed."""
+class StateAfterConfirm(MemoryStateStore):
+    """A store that fails if state is persisted before every send is confirmed."""
 
     def __init__(self, sent: Sent) -> None:
         super().__init__()
         self.sent = sent
+        self.persisted: list[list[tuple[int, list[Write]]]] = []
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
+    async def persist(self, groups: list[tuple[int, list[Write]]]) -> list[Exception | None]:
         assert self.sent.confirmed == len(self.sent.records), "state written before confirm"
-        super().__setitem__(key, value)
+        self.persisted.append(groups)
+        return await super().persist(groups)
+
+    def snapshot(self, subject_id: str, partition: int = 0) -> SubjectSnapshot | None:
+        return SubjectSnapshot.read(self.entries(partition), subject_id)
+
+    @property
+    def empty(self) -> bool:
+        return all(len(p) == 0 for p in self.partitions.values())
 
 
 @pytest.fixture
 def world() -> dict[str, Any]:
     clock = FakeClock(T0)
     sent = Sent()
-    subjects = StateAfterConfirm(sent)
-    schedule_table: dict[bytes, bytes] = {}
-    schedule = Schedule()
+    store = StateAfterConfirm(sent)
     handler = Handler(
         codec=CODEC,
         policy=load_policy(REPO_ROOT / "agents" / "policy" / "notice.yaml"),
         clock=clock,
         names=NAMES,
         metrics=LifecycleMetrics.create(CollectorRegistry(), version="t", policy_version="t"),
-        subjects=subjects,
-        schedule_table=schedule_table,
-        schedule=schedule,
+        store=store,
         audit=FakeAudit(sent),
         send=sent,
     )
     return {
         "handler": handler,
         "clock": clock,
-        "subjects": subjects,
-        "schedule_table": schedule_table,
-        "schedule": schedule,
+        "store": store,
         "sent": sent,
     }
 
@@ -156,10 +162,15 @@ def recording() -> CallRecorded:
 
 def test_event_is_stored_and_scheduled_not_deleted(world: dict[str, Any]) -> None:
     run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
-    state = SubjectState.model_validate_json(world["subjects"][b"cust-1"])
+    store: StateAfterConfirm = world["store"]
+    state = store.snapshot("cust-1")
+    assert state is not None
     assert "call-recorder/rec-1" in state.records
-    entry = ScheduleEntry.from_bytes(world["schedule_table"][b"cust-1"])
-    assert entry.due_ms == int((T0 + timedelta(days=30)).timestamp() * 1000)
+    assert next_due(store.entries(0), "cust-1") == T0 + timedelta(days=30)
+    # The worker's timer finds the subject on disk when it is due, not before.
+    due_ms = int((T0 + timedelta(days=30)).timestamp() * 1000)
+    assert Waker().due(store.entries(0), int(T0.timestamp() * 1000)) == []
+    assert [s for s, _ in Waker().due(store.entries(0), due_ms)] == ["cust-1"]
     assert world["sent"].on(NAMES.command("call-recorder")) == []
     audit = world["sent"].on(NAMES.audit)
     assert [a.decision for a in audit] == ["retention-scheduled"]
@@ -195,7 +206,7 @@ def test_garbage_is_dead_lettered_and_state_untouched(world: dict[str, Any]) -> 
     letter: DeadLetter = dead[0]
     assert letter.original_value == b"\x00\x01\x02"
     assert letter.topic == NAMES.input("crm")
-    assert world["subjects"] == {}
+    assert world["store"].empty
 
 
 def test_a_message_the_rules_reject_is_dead_lettered_not_fatal(
@@ -210,7 +221,7 @@ def test_a_message_the_rules_reject_is_dead_lettered_not_fatal(
     assert len(dead) == 1
     assert dead[0].reason_class is ReasonClass.INVALID_MODEL
     assert "secret" not in dead[0].reason
-    assert world["subjects"] == {}
+    assert world["store"].empty
 
 
 def test_ack_topic_only_accepts_acks(world: dict[str, Any]) -> None:
@@ -235,7 +246,7 @@ def test_unreachable_registry_is_retried_not_dead_lettered(
     monkeypatch.setattr(CODEC, "decode", flaky)
     run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
     assert world["sent"].on(NAMES.dead_letter) == []
-    assert b"cust-1" in world["subjects"]
+    assert world["store"].snapshot("cust-1") is not None
 
 
 class Stopped(Exception):
@@ -260,34 +271,35 @@ def test_failed_delivery_stops_before_state_is_written(world: dict[str, Any]) ->
     with pytest.raises(Stopped):
         run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))
     # Nothing written: the replayed event will be decided again from scratch.
-    assert world["subjects"] == {}
-    assert world["schedule_table"] == {}
+    assert world["store"].empty
 
 
-def test_batch_chains_decisions_per_subject_and_writes_once_in_its_event(
+def test_batch_chains_decisions_per_subject_and_writes_each_in_its_partition(
     world: dict[str, Any],
 ) -> None:
     handler: Handler = world["handler"]
+    store: StateAfterConfirm = world["store"]
     first = recording()
     second = first.model_copy(update={"event_id": "ev-2", "recording_id": "rec-2"})
     other = first.model_copy(update={"event_id": "ev-3", "subject_id": "cust-2"})
     topic = NAMES.input("telephony")
-    entered: list[str] = []
-
-    @contextmanager
-    def in_event(token: str) -> Iterator[None]:
-        entered.append(token)
-        yield
-
     items = [
-        (RawMessage(topic, 0, 0, b"cust-1", CODEC.encode(first)), "t0"),
-        (RawMessage(topic, 0, 1, b"cust-1", CODEC.encode(second)), "t1"),
-        (RawMessage(topic, 1, 0, b"cust-2", CODEC.encode(other)), "t2"),
+        RawMessage(topic, 0, 0, b"cust-1", CODEC.encode(first)),
+        RawMessage(topic, 0, 1, b"cust-1", CODEC.encode(second)),
+        RawMessage(topic, 1, 0, b"cust-2", CODEC.encode(other)),
     ]
-    asyncio.run(handler.handle_batch(items, in_event))
-    state = SubjectState.model_validate_json(world["subjects"][b"cust-1"])
+    asyncio.run(handler.handle_batch(items))
+    state = store.snapshot("cust-1")
+    assert state is not None
     # The second event was decided on top of the first within the batch.
     assert set(state.records) == {"call-recorder/rec-1", "call-recorder/rec-2"}
-    # One write per subject, in the context of its latest event.
-    assert entered == ["t1", "t2"]
+    # One persist per batch; each subject's entries in its own partition, the
+    # header after the records and the seen-event marks last.
+    [persisted] = store.persisted
+    assert [partition for partition, _ in persisted] == [0, 1]  # one group per subject
+    assert store.snapshot("cust-2", partition=1) is not None
+    assert store.snapshot("cust-2", partition=0) is None
+    order = [k[:1] for k, _ in persisted[0][1]]
+    assert order.index(keys.HEADER) > max(i for i, ns in enumerate(order) if ns == keys.RECORD)
+    assert all(ns == keys.SEEN for ns in order[order.index(keys.HEADER) + 1 :])
     assert world["sent"].confirmed == len(world["sent"].records)

@@ -30,8 +30,11 @@ from agents.known_topics import KnownTopics
 from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
-from agents.rules.state import SubjectState
-from agents.scheduler import Schedule
+from agents.rules.snapshot import SubjectSnapshot
+from agents.store import keys
+from agents.store.base import StoreError
+from agents.store.layer import Write
+from agents.store.memory import MemoryPartition, MemoryStateStore
 from schemas.audit import AuditEvent, AuditSource
 from schemas.base import Channel
 from schemas.commands import Action, Command
@@ -125,23 +128,59 @@ class FlakySend(Sent):
         return asyncio.ensure_future(await super().__call__(topic, key, value, partition))
 
 
-class Table(dict[bytes, bytes]):
-    """A dict table whose get or set raises for chosen keys, one queued error per call."""
+class FlakyPartition(MemoryPartition):
+    """A partition whose reads of a subject's entries raise (as RocksDB's would),
+    one queued error per read."""
+
+    def __init__(self, get_fails: dict[str, list[Exception]]) -> None:
+        super().__init__()
+        self.get_fails = get_fails
+
+    def _check(self, key: bytes) -> None:
+        subject = keys.subject_of(key)
+        if subject is not None and self.get_fails.get(subject):
+            raise StoreError(self.get_fails[subject].pop(0))
+
+    def get(self, key: bytes) -> bytes | None:
+        self._check(key)
+        return super().get(key)
+
+
+class FlakyStore(MemoryStateStore):
+    """The state store, with reads or writes of chosen subjects failing.
+
+    ``set_fails``: the broker refuses the subject's writes (per subject);
+    ``persist_fails``: the store as a whole fails, one queued error per persist."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.get_fails: dict[bytes, list[Exception]] = {}
-        self.set_fails: dict[bytes, list[Exception]] = {}
+        self.get_fails: dict[str, list[Exception]] = {}
+        self.set_fails: dict[str, Exception] = {}
+        self.persist_fails: list[Exception] = []
 
-    def get(self, key: bytes, default: Any = None) -> Any:
-        if self.get_fails.get(key):
-            raise self.get_fails[key].pop(0)
-        return super().get(key, default)
+    def partition(self, partition: int) -> MemoryPartition:
+        if partition not in self.partitions:
+            self.partitions[partition] = FlakyPartition(self.get_fails)
+        return self.partitions[partition]
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        if self.set_fails.get(key):
-            raise self.set_fails[key].pop(0)
-        super().__setitem__(key, value)
+    async def persist(self, groups: list[tuple[int, list[Write]]]) -> list[Exception | None]:
+        if self.persist_fails:
+            raise self.persist_fails.pop(0)
+        results: list[Exception | None] = []
+        for partition, writes in groups:
+            subjects = {keys.subject_of(k) for k, _ in writes}
+            refused = next((self.set_fails[s] for s in subjects if s in self.set_fails), None)
+            if refused is None:
+                self.apply(partition, writes)
+            results.append(refused)
+        return results
+
+    def holds(self, subject: str) -> bool:
+        return MemoryPartition.get(self.entries(0), keys.header(subject)) is not None
+
+    @property
+    def empty(self) -> bool:
+        return all(len(p) == 0 for p in self.partitions.values())
 
 
 def always(error: Exception) -> list[Exception]:
@@ -152,7 +191,7 @@ class World:
     def __init__(self, metrics: Any = None) -> None:
         self.registry = CollectorRegistry()
         self.sent = FlakySend()
-        self.subjects = Table()
+        self.store = FlakyStore()
         self.audit = FakeAudit(self.sent)
         self.clock = FakeClock(T0)
         self.handler = Handler(
@@ -162,9 +201,7 @@ class World:
             names=NAMES,
             metrics=metrics
             or LifecycleMetrics.create(self.registry, version="t", policy_version="t"),
-            subjects=self.subjects,
-            schedule_table={},
-            schedule=Schedule(),
+            store=self.store,
             audit=self.audit,
             send=self.sent,
             retry=FAST,
@@ -173,13 +210,15 @@ class World:
 
     def run(self, *events: CallRecorded | MarketingOptOutReceived) -> None:
         items = [
-            (RawMessage(topic_of(e), 0, offset, e.subject_id.encode(), CODEC.encode(e)), None)
+            RawMessage(topic_of(e), 0, offset, e.subject_id.encode(), CODEC.encode(e))
             for offset, e in enumerate(events)
         ]
         asyncio.run(self.handler.handle_batch(items))
 
-    def state(self, subject: str) -> SubjectState:
-        return SubjectState.model_validate_json(dict.__getitem__(self.subjects, subject.encode()))
+    def state(self, subject: str) -> SubjectSnapshot:
+        snapshot = SubjectSnapshot.read(self.store.entries(0), subject)
+        assert snapshot is not None, subject
+        return snapshot
 
     def dead(self) -> list[DeadLetter]:
         return self.sent.on(NAMES.dead_letter)
@@ -268,14 +307,14 @@ def test_a_registry_that_stays_unreachable_stops_the_worker(
 # -- load ------------------------------------------------------------------------
 
 
-def test_table_get_raising_parks_that_item_only(w: World) -> None:
-    w.subjects.get_fails[b"cust-bad"] = always(RuntimeError("rocksdb says no"))
+def test_a_store_read_raising_parks_that_item_only(w: World) -> None:
+    w.store.get_fails["cust-bad"] = always(RuntimeError("rocksdb says no"))
     w.run(recording("cust-bad"), recording("cust-ok"))
     assert parked(w) == [(TELEPHONY, 0, FailureClass.STATE_UNREADABLE)]
     (letter,) = w.dead()
     assert letter.original_value == CODEC.encode(recording("cust-bad"))
     assert letter.reason == "load failed: state_unreadable (RuntimeError)"
-    assert b"cust-bad" not in w.subjects
+    assert not w.store.holds("cust-bad")
     assert_healthy(w, "cust-ok")
     assert (
         w.metric("lifecycle_items_parked_total", topic=TELEPHONY, failure_class="state_unreadable")
@@ -284,16 +323,25 @@ def test_table_get_raising_parks_that_item_only(w: World) -> None:
 
 
 def test_a_stored_state_the_model_rejects_is_parked(w: World) -> None:
-    # The likeliest cause: a release that changes the stored state model.
-    dict.__setitem__(w.subjects, b"cust-bad", b'{"subject_id": "cust-bad", "new_field": 1}')
+    # The likeliest cause: a release that changes the stored state model. The
+    # value is parked too (once, under its store key), so it can be repaired.
+    header = b'{"v": 1, "subject_id": "cust-bad", "new_field": 1}'
+    w.store.apply(0, [(keys.header("cust-bad"), header)])
     w.run(recording("cust-bad"), recording("cust-ok"))
-    assert parked(w) == [(TELEPHONY, 0, FailureClass.STATE_UNREADABLE)]
-    assert "ValidationError" in w.dead()[0].reason
+    value, event = w.dead()
+    assert (value.original_key, value.original_value) == (keys.header("cust-bad"), header)
+    assert (value.offset, value.failure_class) == (-1, FailureClass.STATE_UNREADABLE)
+    assert (event.topic, event.offset, event.failure_class) == (
+        TELEPHONY,
+        0,
+        FailureClass.STATE_UNREADABLE,
+    )
+    assert "SubjectHeader v1: invalid at new_field" in event.reason
     assert_healthy(w, "cust-ok")
 
 
-def test_table_get_failing_transiently_is_retried(w: World) -> None:
-    w.subjects.get_fails[b"cust-1"] = [OSError("busy"), OSError("busy")]
+def test_a_store_read_failing_transiently_is_retried(w: World) -> None:
+    w.store.get_fails["cust-1"] = [OSError("busy"), OSError("busy")]
     w.run(recording("cust-1"))
     assert w.dead() == []
     assert "call-recorder/rec-1" in w.state("cust-1").records
@@ -330,27 +378,27 @@ def test_an_observer_raising_parks_that_item_only() -> None:
     w.run(opt_out("cust-1"), recording("cust-ok"))
     assert parked(w) == [(DESK, 0, FailureClass.PROCESSING_ERROR)]
     assert w.sent.on(SUPPRESS_TO) == []
-    assert b"cust-1" not in w.subjects
+    assert not w.store.holds("cust-1")
     assert_healthy(w, "cust-ok")
 
 
 # -- store -----------------------------------------------------------------------
 
 
-def test_table_set_raising_parks_every_item_of_that_subject(w: World) -> None:
-    w.subjects.set_fails[b"cust-bad"] = always(RuntimeError("cannot write"))
+def test_a_store_write_refused_parks_every_item_of_that_subject(w: World) -> None:
+    w.store.set_fails["cust-bad"] = RuntimeError("cannot write")
     w.run(recording("cust-bad", 1), recording("cust-ok"), recording("cust-bad", 2))
     # Both of its items: the state that failed carried both decisions.
     assert parked(w) == [
         (TELEPHONY, 0, FailureClass.STATE_NOT_STORED),
         (TELEPHONY, 2, FailureClass.STATE_NOT_STORED),
     ]
-    assert b"cust-bad" not in w.subjects
+    assert not w.store.holds("cust-bad")
     assert_healthy(w, "cust-ok")
 
 
-def test_table_set_failing_for_good_transiently_stops_the_worker(w: World) -> None:
-    w.subjects.set_fails[b"cust-1"] = always(OSError("disk full"))
+def test_the_store_failing_transiently_for_good_stops_the_worker(w: World) -> None:
+    w.store.persist_fails = always(OSError("disk full"))
     with pytest.raises(Stopped):
         w.run(recording("cust-1"))
     assert w.metric("lifecycle_transient_retries_total", step="store") == FAST.attempts - 1
@@ -385,7 +433,7 @@ def test_a_send_that_stays_unavailable_stops_the_worker_before_any_state(w: Worl
     with pytest.raises(Stopped):
         w.run(recording("cust-ok"), opt_out("cust-1"))
     # Nothing is written: Faust commits nothing, and the batch is replayed.
-    assert dict(w.subjects) == {}
+    assert w.store.empty
     assert w.metric("lifecycle_transient_retries_total", step="send") == FAST.attempts - 1
 
 
@@ -394,7 +442,7 @@ def test_a_delivery_that_times_out_stops_the_worker(w: World) -> None:
     w.sent.undelivered[SUPPRESS_TO] = ak.KafkaTimeoutError()
     with pytest.raises(Stopped):
         w.run(opt_out("cust-1"))
-    assert dict(w.subjects) == {}
+    assert w.store.empty
 
 
 @pytest.mark.parametrize(
@@ -414,7 +462,7 @@ def test_an_audit_append_that_fails_stops_the_worker_with_nothing_stored(
     w.audit.fail = [error]
     with pytest.raises(Stopped):
         w.run(opt_out("cust-1"), recording("cust-ok"))
-    assert dict(w.subjects) == {}
+    assert w.store.empty
     assert w.dead() == []
 
 
@@ -423,7 +471,7 @@ def test_an_audit_commit_the_broker_refuses_stops_the_worker(w: World) -> None:
     w.sent.undelivered[NAMES.audit] = ak.MessageSizeTooLargeError()
     with pytest.raises(Stopped):
         w.run(recording("cust-1"))
-    assert dict(w.subjects) == {}
+    assert w.store.empty
 
 
 # -- send: permanent -------------------------------------------------------------
@@ -497,7 +545,7 @@ def test_when_even_the_dead_letter_cannot_be_written_the_worker_stops(w: World) 
     w.sent.always_raise[NAMES.dead_letter] = ak.TopicAuthorizationFailedError()
     with pytest.raises(Stopped):
         w.run(opt_out("cust-1"))
-    assert dict(w.subjects) == {}
+    assert w.store.empty
 
 
 def test_a_tick_of_a_parked_command_parks_again(w: World) -> None:
@@ -508,7 +556,7 @@ def test_a_tick_of_a_parked_command_parks_again(w: World) -> None:
     w.clock.set(tracked.next_retry_at + timedelta(seconds=1))
     tick = DueTick(subject_id="cust-1", due_at=tracked.next_retry_at, sent_at=w.clock.now())
     raw = RawMessage(NAMES.ticks, 0, 9, b"cust-1", CODEC.encode(tick))
-    asyncio.run(w.handler.handle_batch([(raw, None)]))
+    asyncio.run(w.handler.handle_batch([raw]))
     assert [(d.topic, d.failure_class) for d in w.dead()] == [
         (DESK, FailureClass.UNKNOWN_TOPIC),
         (NAMES.ticks, FailureClass.UNKNOWN_TOPIC),

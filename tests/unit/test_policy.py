@@ -42,6 +42,9 @@ def test_notice_policy_is_faithful_to_the_notice() -> None:
     legal = {c for c, cp in p.categories.items() if cp.legal_obligation}
     assert {DataCategory.BILLING, DataCategory.TRANSACTIONS, DataCategory.CONTRACT} <= legal
     assert DataCategory.CALL_RECORDING not in legal
+    # Bookkeeping has an end (docs/state.md).
+    assert p.state.dedup_window == Duration.parse("P7D")
+    assert p.state.finished_requests_kept_for == Duration.parse("P30D")
 
 
 def test_demo_policy_has_same_rules_compressed() -> None:
@@ -118,6 +121,14 @@ def _missing_version(doc: dict[str, Any]) -> None:
     del doc["version"]
 
 
+def _calendar_dedup_window(doc: dict[str, Any]) -> None:
+    doc["state"]["dedup_window"] = "P1M"
+
+
+def _zero_request_retention(doc: dict[str, Any]) -> None:
+    doc["state"]["finished_requests_kept_for"] = "PT0S"
+
+
 @pytest.mark.parametrize(
     ("mutate", "path", "message"),
     [
@@ -138,6 +149,8 @@ def _missing_version(doc: dict[str, Any]) -> None:
         (_li_without_interests, "purposes[0] (sales-marketing).legitimate_interests", "required"),
         (_two_default_rules, "retention", "exactly one rule of kind default, found 2"),
         (_calendar_ack_deadline, "commands.ack_deadline", "fixed length"),
+        (_calendar_dedup_window, "state.dedup_window", "fixed length"),
+        (_zero_request_retention, "state.finished_requests_kept_for", "longer than zero"),
         (_marketing_system_with_recordings, "systems[4] (marketing-platform).categories", "(N14)"),
         (_duplicate_system, "systems[8] (crm).id", "duplicate system id"),
         (_missing_version, "version", "Field required"),

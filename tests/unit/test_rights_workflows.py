@@ -12,6 +12,7 @@ import pytest
 
 from agents.rules.context import Decision
 from agents.rules.restriction import ALLOWED_WHILE_RESTRICTED
+from agents.rules.state import ITEM_PORTABLE
 from agents.rules.testing import Harness
 from schemas.base import (
     DataCategory,
@@ -397,7 +398,7 @@ def test_portability_exports_what_the_subject_provided(value_size: int, too_larg
         assert [r["record_id"] for r in json.loads(body["json"])["records"]] == ["form-0"]
         assert body["csv"].splitlines()[1] == "crm,form-0,forms_surveys,email," + "v" * 10
     assert h.state is not None
-    assert h.state.requests["r-1"].portable == []  # exported values leave the state
+    assert h.state.request_items("r-1", ITEM_PORTABLE) == {}  # exported values leave the state
 
 
 # -- rectification -------------------------------------------------------------------------

@@ -4,11 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.rules import commands, decide, next_due
+from agents.rules import commands, decide
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
-from agents.rules.state import SubjectState
 from agents.rules.testing import Harness
+from agents.store import keys
+from agents.store.memory import MemoryPartition
 from schemas.base import Channel
 from schemas.commands import AckOutcome, Action, Command, CommandAck, command_id
 from schemas.events import (
@@ -43,6 +44,8 @@ def test_command_id_is_stable_and_matches_schema_helper() -> None:
             subject_id="cust-1",
             rule_id="N7.call-recordings",
             record_ids=["rec-1"],
+            # The recording's generation: the id of the event that registered it.
+            generations={"rec-1": "evt-1"},
         )
     )
 
@@ -73,7 +76,14 @@ def test_no_ack_by_deadline_resends_same_id_next_attempt() -> None:
     ],
 )
 def test_backoff(attempt: int, wait: timedelta) -> None:
-    ctx = Ctx(NOTICE, T0, "cust-1", T0, [])
+    ctx = Ctx.open(
+        MemoryPartition(),
+        subject_id="cust-1",
+        policy=NOTICE,
+        now=T0,
+        event_time=T0,
+        event_ids_in=[],
+    )
     assert commands.backoff(ctx, attempt) == wait
 
 
@@ -141,6 +151,7 @@ def test_ack_before_command_closes_it_when_issued() -> None:
         subject_id="cust-1",
         rule_id="N7.call-recordings",
         record_ids=["rec-1"],
+        generations={"rec-1": "evt-1"},
     )
     h.send(
         CommandAck(
@@ -198,39 +209,53 @@ def test_duplicate_event_produces_no_commands(kind: type, fields: dict[str, obje
     assert d.state == before
 
 
-def test_dedup_memory_is_bounded() -> None:
+def test_duplicate_within_the_dedup_window_is_ignored_and_memory_is_bounded() -> None:
     h = Harness(NOTICE, T0)
-    for n in range(510):
-        h.send(
-            h.event(CallRecorded, recording_id="rec-1", system="call-recorder", event_id=f"dup-{n}")
-        )
+    window = NOTICE.state.dedup_window.as_timedelta()
+    events = [
+        h.event(CallRecorded, recording_id="rec-1", system="call-recorder", event_id=f"e-{n}")
+        for n in range(510)
+    ]
+    for event in events:
+        h.send(event)
     assert h.state is not None
-    assert len(h.state.processed_event_ids) == 500
-    assert h.state.processed_event_ids[-1] == "dup-509"
+    assert h.state.seen == 510  # no count limit: the window decides
+    h.clock.advance(window - timedelta(hours=1))
+    assert [a.decision for a in h.send(events[0]).audit] == ["duplicate-ignored"]
+    # Past the window (and the bucket it fell in) the ids are forgotten.
+    h.clock.advance(NOTICE.state.dedup_bucket + timedelta(hours=2))
+    h.tick()
+    assert h.state is not None
+    assert h.state.seen == 0
 
 
-def test_state_round_trips_through_json() -> None:
+def test_stored_values_round_trip_through_json() -> None:
     h = Harness(NOTICE, T0)
     _due_delete(h)
     h.send(h.event(MarketingOptOutReceived, channels=[Channel.SMS]))
     h.send(h.event(ErasureRequested, request_id="req-1"))
-    assert h.state is not None
-    again = SubjectState.model_validate(h.state.model_dump(mode="json"))
-    assert again == h.state
-    assert next_due(again) == next_due(h.state)
+    before = h.state
+    assert before is not None
+    # Re-encode every stored value: what is read back is what was written.
+    for key, raw in list(h.entries.iterate(b"", b"\xff")):
+        h.entries.apply([(key, raw)])
+    assert h.state == before
+    assert h.next_due() is not None
 
 
 def test_tick_for_unknown_subject_is_a_no_op() -> None:
-    d = decide(None, DueTick(subject_id="cust-9", due_at=T0, sent_at=T0), T0, NOTICE)
-    assert (d.state, d.commands, d.audit, d.responses) == (None, [], [], [])
+    d = decide(MemoryPartition(), DueTick(subject_id="cust-9", due_at=T0, sent_at=T0), T0, NOTICE)
+    assert (d.writes, d.commands, d.audit, d.responses) == ([], [], [], [])
 
 
 def test_state_of_another_subject_is_refused() -> None:
     h = Harness(NOTICE, T0)
     _due_delete(h)
+    # A header stored under the wrong subject's key is refused, not acted on.
+    h.entries.apply([(keys.header("cust-2"), h.entries.get(keys.header("cust-1")))])
     tick = DueTick(subject_id="cust-2", due_at=T0, sent_at=T0)
     with pytest.raises(ValueError, match="cust-1"):
-        decide(h.state, tick, T0, NOTICE)
+        decide(h.entries, tick, T0, NOTICE)
 
 
 class _NoHandler(Event):
@@ -252,9 +277,8 @@ def test_registry_refuses_second_handler() -> None:
 def test_n14_guard_refuses_recordings_to_marketing_system() -> None:
     h = Harness(NOTICE, T0)
     h.send(h.event(CallRecorded, recording_id="rec-1", system="call-recorder"))
-    assert h.state is not None
     ctx = Ctx.open(
-        h.state, subject_id="cust-1", policy=NOTICE, now=T0, event_time=T0, event_ids_in=[]
+        h.entries, subject_id="cust-1", policy=NOTICE, now=T0, event_time=T0, event_ids_in=[]
     )
     cid = commands.issue(
         ctx,
@@ -284,6 +308,6 @@ def test_nothing_fires_a_millisecond_before_next_due() -> None:
         assert (quiet.commands, quiet.audit, quiet.responses) == ([], [], [])
         h.clock.set(due)
         loud = h.tick()
-        assert loud.commands or loud.audit or loud.responses
+        assert loud.commands or loud.audit or loud.responses or loud.writes
         seen += 1
     assert seen > 3

@@ -1,0 +1,153 @@
+"""Key layout of the state store: one sorted key space per partition.
+
+Every key is ``<namespace byte> NUL <fields separated by NUL>``. Subject ids,
+record ids, command ids and the like are ``Identifier``/``Slug`` strings,
+which never contain NUL, so a subject's keys of one namespace share the prefix
+``ns NUL subject NUL`` and no other subject's keys do. Times are 8-byte
+big-endian milliseconds, so byte order is time order.
+
+======  =====================================================  ========================
+ns      key                                                     value
+======  =====================================================  ========================
+``h``   h / subject                                             ``SubjectHeader``
+``r``   r / subject / system "/" record_id                      ``RecordState``
+``c``   c / subject / command_id                                ``OutstandingCommand``
+``x``   x / subject / command_id                                ``ClosedCommand``
+``q``   q / subject / request_id / kind / item                  per-request items
+``k``   k / subject / hold_id / record key                      empty (held records)
+``e``   e / subject / be64(bucket) / event_id                   empty (seen events)
+``n``   n / subject / be64(due) / kind / item                   empty (rules' due items)
+``m``   m / subject / be64(due) / kind / item                   empty (housekeeping due)
+``d``   d / be64(due) / subject                                 empty (timer: next wake)
+``o``   o / subject / request_id                                open request (metrics)
+``a``   a / subject / command_id                                outstanding command (metrics)
+======  =====================================================  ========================
+
+A key without NUL is a subject id: the previous format kept one JSON value per
+subject under that key (``agents.store.legacy``).
+"""
+
+from __future__ import annotations
+
+SEP = b"\x00"
+HEADER = b"h"
+RECORD = b"r"
+COMMAND = b"c"
+CLOSED = b"x"
+ITEM = b"q"
+HELD = b"k"
+SEEN = b"e"
+DUE = b"n"
+HOUSEKEEPING = b"m"
+TIMER = b"d"
+OPEN_REQUEST = b"o"
+OUTSTANDING = b"a"
+
+NAMESPACES = (
+    HEADER,
+    RECORD,
+    COMMAND,
+    CLOSED,
+    ITEM,
+    HELD,
+    SEEN,
+    DUE,
+    HOUSEKEEPING,
+    TIMER,
+    OPEN_REQUEST,
+    OUTSTANDING,
+)
+
+# Kinds of due items (``n`` keys) and of request items (``q`` keys).
+DUE_HEADER = "h"
+DUE_RECORD = "r"
+DUE_COMMAND = "c"
+DUE_CLOSED = "x"
+
+
+def be64(ms: int) -> bytes:
+    return max(0, ms).to_bytes(8, "big")
+
+
+def from_be64(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def _s(text: str) -> bytes:
+    return text.encode()
+
+
+def end_of(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix``."""
+    return prefix + b"\xff"
+
+
+def subject_prefix(ns: bytes, subject_id: str) -> bytes:
+    return ns + SEP + _s(subject_id) + SEP
+
+
+def header(subject_id: str) -> bytes:
+    return HEADER + SEP + _s(subject_id)
+
+
+def keyed(ns: bytes, subject_id: str, name: str) -> bytes:
+    """An entry of ``subject_id`` in namespace ``ns`` (records, commands, closed, ...)."""
+    return subject_prefix(ns, subject_id) + _s(name)
+
+
+def name_of(ns: bytes, subject_id: str, key: bytes) -> str:
+    return key[len(subject_prefix(ns, subject_id)) :].decode()
+
+
+def item_prefix(subject_id: str, request_id: str, kind: str) -> bytes:
+    return subject_prefix(ITEM, subject_id) + _s(request_id) + SEP + _s(kind) + SEP
+
+
+def request_items_prefix(subject_id: str, request_id: str) -> bytes:
+    return subject_prefix(ITEM, subject_id) + _s(request_id) + SEP
+
+
+def held_prefix(subject_id: str, hold_id: str) -> bytes:
+    return subject_prefix(HELD, subject_id) + _s(hold_id) + SEP
+
+
+def seen(subject_id: str, bucket_ms: int, event_id: str) -> bytes:
+    return seen_bucket_prefix(subject_id, bucket_ms) + _s(event_id)
+
+
+def seen_bucket_prefix(subject_id: str, bucket_ms: int) -> bytes:
+    return subject_prefix(SEEN, subject_id) + be64(bucket_ms) + SEP
+
+
+def due(subject_id: str, ms: int, kind: str, item: str, ns: bytes = DUE) -> bytes:
+    return subject_prefix(ns, subject_id) + be64(ms) + SEP + _s(kind) + SEP + _s(item)
+
+
+def parse_due(subject_id: str, key: bytes) -> tuple[int, str, str]:
+    """(due ms, kind, item) of a subject's ``n`` or ``m`` key."""
+    rest = key[len(subject_prefix(key[:1], subject_id)) :]
+    kind, item = rest[9:].split(SEP, 1)
+    return from_be64(rest[:8]), kind.decode(), item.decode()
+
+
+def timer(ms: int, subject_id: str) -> bytes:
+    return TIMER + SEP + be64(ms) + SEP + _s(subject_id)
+
+
+def parse_timer(key: bytes) -> tuple[int, str]:
+    """(due ms, subject id) of a ``d`` key."""
+    return from_be64(key[2:10]), key[11:].decode()
+
+
+def subject_of(key: bytes) -> str | None:
+    """The subject a key belongs to (None for timer keys, which hold it last)."""
+    if SEP not in key:
+        return key.decode()  # previous format: the key is the subject id
+    if key[:1] == TIMER:
+        return parse_timer(key)[1]
+    return key[2:].split(SEP, 1)[0].decode()
+
+
+def is_legacy(key: bytes) -> bool:
+    """A subject's whole state in the previous format (key = subject id)."""
+    return SEP not in key
