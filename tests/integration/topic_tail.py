@@ -62,6 +62,10 @@ def changelog_records(pipeline: Pipeline) -> int:
         consumer.close()
 
 
+# Polls of half a second with nothing new before ``Tail.now`` returns what it has.
+MAX_IDLE_POLLS = 10
+
+
 class Tail:
     """Everything written to one of the pipeline's topics, decoded, from the start or
     from the end of the topic when the tail was made."""
@@ -82,10 +86,20 @@ class Tail:
         )
 
     def now(self) -> list[Any]:
-        """Every record so far (reads up to the end offsets as of this call)."""
+        """Every record so far (reads up to the end offsets as of this call).
+
+        The consumer's position, not the offset of the last record read, says how
+        far it got: the audit topic is written in transactions, whose commit
+        markers take offsets but are never delivered. A transaction still open
+        holds committed-only readers back, so the read stops after a few idle
+        polls and returns what it has; callers poll again.
+        """
         ends = end_offsets(self.pipeline, self.topic)
-        while any(read < end for read, end in zip(self.read_to, ends, strict=True)):
-            for msg in self.consumer.consume(500, timeout=1.0):
+        tps = [TopicPartition(self.topic, p) for p in range(self.pipeline.partitions)]
+        idle = 0
+        while idle < MAX_IDLE_POLLS:
+            messages = self.consumer.consume(500, timeout=0.5)
+            for msg in messages:
                 partition, offset = msg.partition(), msg.offset()
                 if msg.error() or partition is None or offset is None:
                     continue
@@ -95,6 +109,13 @@ class Tail:
                         msg.value(), msg.key(), now=datetime.now(UTC), check_key=False
                     )
                 )
+            positions = [
+                max(tp.offset, read)
+                for tp, read in zip(self.consumer.position(tps), self.read_to, strict=True)
+            ]
+            if all(pos >= end for pos, end in zip(positions, ends, strict=True)):
+                break
+            idle = 0 if messages else idle + 1
         return self.models
 
     def close(self) -> None:
