@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install pinned dependencies
 
-tools: ## Install promtool and prometheus (Debian's prometheus package) where missing
+tools: ## Install promtool and prometheus, and chromium for the desk's browser test (Debian packages) where missing
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	else echo "warning: promtool/prometheus missing; alert-rule and scrape tests will be skipped (apt-get install prometheus)" >&2; fi
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
+	else echo "warning: chromium missing; the desk's browser test will be skipped (apt-get install chromium)" >&2; fi
 
 run: install ## Run the pipeline locally: broker, worker, downstream stores and traffic simulator (demo policy)
 	$(BIN)/lifecycle demo
@@ -48,9 +52,13 @@ lint: install ## ruff format --check, ruff check, mypy --strict on our packages
 compat: install ## Check every Avro schema is FULL_TRANSITIVE compatible with its history
 	$(BIN)/lifecycle schemas check-compat
 
+chaos: install ## Fault-injection suite: own 3-node cluster, workers/broker/downstream killed, scaling, consistency checks (~5 min; CHAOS_* env, see docs/chaos.md)
+	$(BIN)/python -m tests.chaos run
+
 bench: install ## Run the benchmarks (codec throughput, worker throughput, tick cost)
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/tick_bench.py
+	$(BIN)/python bench/desk_bench.py
 
 bench-failover: install ## Restore rate from changelogs and failover time with/without standby replicas (minutes)
 	$(BIN)/python bench/failover_bench.py
@@ -60,7 +68,7 @@ clean: ## Stop local brokers and remove the venv, caches and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
 
 
-.PHONY: help install tools run worker test test-unit test-integration lint compat bench bench-failover clean kafka-up kafka-down
+.PHONY: help install tools run worker test test-unit test-integration lint compat chaos bench bench-failover clean kafka-up kafka-down
 
 KAFKA_NAME ?= dev
 KAFKA_NODES ?= 1

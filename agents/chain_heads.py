@@ -1,69 +1,134 @@
-"""Where each audit partition's hash chain currently ends.
+"""Where an audit partition's hash chain ends, read from the audit topic itself.
 
-The audit topic itself is the truth: after a (re)assignment the head of a
-partition is read from its last record, so a replay after a crash appends to
-the real end of the chain instead of forking it.
+The topic is the truth: a new owner of a partition (after a rebalance or a
+crash) continues from the last record anyone managed to commit there, so the
+chain does not fork. ``agents.audit_writer`` calls this only after it has
+fenced every earlier writer of the partition, and reads with
+``isolation.level=read_committed``: records of an aborted transaction (a
+fenced writer's, or one a crash cut short) are not part of the chain and are
+never seen.
+
+The end of a transactional partition is a commit marker, not a record, so the
+reader cannot simply read the record before the high watermark: it reads the
+tail in windows growing backwards until one holds a record.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
+from collections.abc import Callable
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from agents.audit_chain import ChainHead
 from agents.clock import Clock
+from agents.kafka_errors import is_transient_error
 from schemas.audit import AuditEvent
-from streams.codec import Codec
+from streams.codec import Codec, DecodeError
+
+log = logging.getLogger(__name__)
+
+# The last transaction of a partition is one batch of a partition's audit
+# events plus its marker: usually well inside the first window.
+FIRST_WINDOW = 64
+WINDOW_GROWTH = 8
+POLL_S = 0.5
+# Bounds one window's read; running into it raises TimeoutError (transient).
+MAX_EMPTY_POLLS = 60
+WATERMARK_TIMEOUT_S = 10.0
 
 
-class TopicChainHeads:
-    def __init__(
-        self, *, topic: str, consumer_config: dict[str, str], codec: Codec, clock: Clock
-    ) -> None:
-        self.clock = clock
-        self.topic = topic
-        self.consumer_config = consumer_config
-        self.codec = codec
-        self._heads: dict[int, ChainHead] = {}
+def read_committed_config(consumer_config: dict[str, str]) -> dict[str, str | bool]:
+    """A consumer for reading the audit topic: committed records only, no group."""
+    return {
+        **consumer_config,
+        # Required by librdkafka; the reader assigns partitions and never joins or commits.
+        "group.id": "audit-head-reader",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        # Ends a read at the last stable offset instead of waiting for more.
+        "enable.partition.eof": True,
+    }
 
-    async def head(self, partition: int) -> ChainHead:
-        cached = self._heads.get(partition)
-        if cached is None:
-            loop = asyncio.get_running_loop()
-            cached = await loop.run_in_executor(None, self._read_tail, partition)
-            self._heads[partition] = cached
-        return cached
 
-    def advance(self, partition: int, head: ChainHead) -> None:
-        self._heads[partition] = head
+def read_chain_head(
+    consumer_config: dict[str, str],
+    topic: str,
+    partition: int,
+    codec: Codec,
+    clock: Clock,
+    *,
+    on_unreadable: Callable[[int], None] = lambda offset: None,
+) -> ChainHead:
+    """The head of ``partition``'s chain: its last committed audit event, or genesis.
 
-    def forget(self) -> None:
-        """Drop every cached head (on rebalance another worker may have appended)."""
-        self._heads.clear()
-
-    def _read_tail(self, partition: int) -> ChainHead:
-        consumer = Consumer(
-            {**self.consumer_config, "enable.auto.commit": False, "group.id": "audit-head-reader"}
+    A record at the tail that does not decode is skipped (``on_unreadable`` is
+    told its offset) rather than stopping the partition for good: the chain
+    continues from the last readable event, and ``lifecycle audit verify``
+    names the unreadable record. Kafka errors, ``TimeoutError`` and an
+    unreachable schema registry (``RegistryUnavailable``) are raised for the
+    caller to classify and retry.
+    """
+    consumer = Consumer(read_committed_config(consumer_config))
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=WATERMARK_TIMEOUT_S
         )
+        end, window = high, FIRST_WINDOW
+        while end > low:
+            begin = max(low, end - window)
+            last = _last_event(consumer, topic, partition, begin, end, codec, clock, on_unreadable)
+            if last is not None:
+                return ChainHead.of(last)
+            end, window = begin, window * WINDOW_GROWTH
+        return ChainHead.genesis()
+    finally:
+        consumer.close()
+
+
+def _last_event(
+    consumer: Consumer,
+    topic: str,
+    partition: int,
+    begin: int,
+    end: int,
+    codec: Codec,
+    clock: Clock,
+    on_unreadable: Callable[[int], None],
+) -> AuditEvent | None:
+    """The last audit event committed at an offset in [begin, end), if any."""
+    consumer.assign([TopicPartition(topic, partition, begin)])
+    last: AuditEvent | None = None
+    empty_polls = 0
+    while True:
+        msg = consumer.poll(POLL_S)
+        error = None if msg is None else msg.error()
+        if error is not None and error.code() == KafkaError._PARTITION_EOF:
+            return last
+        if error is not None and not is_transient_error(error):
+            raise KafkaException(error)
+        if msg is None or error is not None:
+            # Nothing yet, or a connection/leader problem librdkafka is retrying.
+            empty_polls += 1
+            if empty_polls >= MAX_EMPTY_POLLS:
+                raise TimeoutError(f"audit partition {partition}: no answer reading its tail")
+            continue
+        offset = msg.offset()
+        if offset is None or offset >= end:
+            return last
         try:
-            tp = TopicPartition(self.topic, partition)
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            if high <= low:
-                return ChainHead.genesis()
-            consumer.assign([TopicPartition(self.topic, partition, high - 1)])
-            for _ in range(60):
-                msg = consumer.poll(0.5)
-                if msg is not None and not msg.error():
-                    event = self.codec.decode(
-                        msg.value(),
-                        None,
-                        now=self.clock.now(),
-                        expected=(AuditEvent,),
-                        check_key=False,
-                    )
-                    assert isinstance(event, AuditEvent)
-                    return ChainHead.of(event)
-            raise RuntimeError(f"could not read the last audit record of partition {partition}")
-        finally:
-            consumer.close()
+            event = codec.decode(
+                msg.value(), None, now=clock.now(), expected=(AuditEvent,), check_key=False
+            )
+        except DecodeError as exc:
+            log.error(
+                "audit partition %d: record at offset %d does not decode (%s); the chain "
+                "continues from the last readable event",
+                partition,
+                offset,
+                exc.reason_class.value,
+            )
+            on_unreadable(offset)
+            continue
+        assert isinstance(event, AuditEvent)
+        last = event

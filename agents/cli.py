@@ -9,7 +9,7 @@ from typing import NoReturn
 import click
 
 from agents.clock import SystemClock
-from agents.desk_cli import desk_group
+from desk.cli import desk_group
 from streams.broker.cli import kafka
 from streams.broker.errors import BrokerError
 from streams.cli import publish, tail
@@ -103,7 +103,12 @@ def audit() -> None:
 @click.option("--start", type=int, default=0, show_default=True)
 @click.option("--end", type=int, default=None, help="Exclusive end offset (default: the end).")
 def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> None:
-    """Check the hash chain of the audit topic; name the first broken link."""
+    """Check the hash chain of the audit topic; name the first broken link.
+
+    Decisions appended again after a crash (a replay: same input) and
+    byte-identical redeliveries are counted, not failures. Exit 2 when a
+    chain is broken.
+    """
     from agents.audit_verify import verify_partition
     from streams.codec import Codec
     from streams.topics import TopicNames
@@ -122,15 +127,8 @@ def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> No
             start,
             end,
         )
-        if result.broken is None:
-            click.echo(f"partition {partition}: {result.checked} event(s), chain intact")
-        else:
-            broken = True
-            b = result.broken
-            click.echo(
-                f"partition {partition}: BROKEN at offset {b.offset} (sequence {b.sequence}): "
-                f"{b.reason}"
-            )
+        click.echo(result.summary())
+        broken = broken or result.broken is not None
     if broken:
         sys.exit(2)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -104,6 +105,8 @@ class _Feed(threading.Thread):
                 "bootstrap.servers": self.bootstrap,
                 "group.id": f"{self.names.prefix}.demo-feed",
                 "auto.offset.reset": "earliest",
+                # Audit events are written in transactions; an aborted one is not shown.
+                "isolation.level": "read_committed",
                 **self.security,
             }
         )
@@ -137,11 +140,61 @@ class _Feed(threading.Thread):
             )
 
 
+DEMO_DESK_USER = "demo"
+
+
+def _desk_users(path: Path) -> str:
+    """A users file with one desk officer for this demo run; returns its password.
+
+    Demo credentials only: a fresh random password per run, printed on the console."""
+    from desk.web.auth import hash_password
+
+    password = secrets.token_urlsafe(9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"users:\n  - name: {DEMO_DESK_USER}\n    role: officer\n"
+        f"    password_hash: '{hash_password(password)}'\n",
+        encoding="utf-8",
+    )
+    return password
+
+
+def _start_desk(
+    env: dict[str, str], var_dir: Path, run_id: str, port: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``lifecycle desk serve --project`` for this run; (process, demo password)."""
+    password = _desk_users(var_dir / "demo" / run_id / "desk-users.yaml")
+    desk_env = {
+        **env,
+        "LIFECYCLE_DESK_USERS_FILE": str(var_dir / "demo" / run_id / "desk-users.yaml"),
+        "LIFECYCLE_DESK_SECRET_KEY": secrets.token_urlsafe(32),
+        "LIFECYCLE_DESK_PORT": str(port),
+    }
+    lifecycle = Path(sys.executable).parent / "lifecycle"
+    with (var_dir / "demo" / f"{run_id}-desk.log").open("wb") as log:
+        desk = subprocess.Popen(
+            [str(lifecycle), "desk", "serve", "--project"],
+            env=desk_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return desk, password
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
 def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
     var_dir = Path(os.environ.get("LIFECYCLE_VAR_DIR", REPO_ROOT / "var"))
     run_id = datetime.now(UTC).strftime("demo%Y%m%d%H%M%S")
     with _broker(var_dir) as bootstrap:
-        metrics_port = free_ports(1)[0]
+        metrics_port, desk_port = free_ports(2)
         settings = Settings(
             KAFKA_BOOTSTRAP_SERVERS=bootstrap,
             topic_prefix=run_id,
@@ -177,6 +230,9 @@ def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        # The desk reads the worker's state changelog, which the worker creates as it
+        # starts: the desk's projector waits for it (see desk.readmodel.projector).
+        desk, desk_password = _start_desk(env, var_dir, run_id, desk_port)
         consumers = [
             DownstreamConsumer(
                 system=s.id,
@@ -192,6 +248,11 @@ def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
             t.start()
         print(
             f"demo {run_id}: worker log {log_path}, metrics http://127.0.0.1:{metrics_port}/metrics"
+        )
+        print(
+            f"privacy desk: http://127.0.0.1:{desk_port}/  "
+            f"(demo login: {DEMO_DESK_USER} / {desk_password}; "
+            f"log {var_dir / 'demo' / f'{run_id}-desk.log'})"
         )
         print("policy: recordings kept 20 s, legal-obligation data 60 s after contract end")
         publisher = Publisher(bootstrap, settings)
@@ -211,11 +272,8 @@ def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
             # keeps reconnecting to it (and saying so) until they are collected.
             del consumers, publisher
             gc.collect()
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+            _stop(desk)
+            _stop(worker)
             print(
                 "demo stopped; seen: "
                 + ", ".join(f"{NOTABLE[k]} x{v}" for k, v in sorted(feed.counts.items())),

@@ -2,13 +2,24 @@
 
 What every system holding personal data must do with the pipeline's
 commands, in runnable form: read its own command topic, carry the command out,
-reply on the acknowledgement topic, and only then commit the offset. It is
-idempotent by command id: a redelivered or re-sent command is answered again
-with the outcome already recorded, never carried out twice.
+reply on the acknowledgement topic, and only then commit the offset.
+
+* **Idempotent by command id.** A redelivered or re-sent command is answered
+  again with the acknowledgement first sent for it, byte for byte (an
+  export's records included), never carried out twice.
+* **Acting and recording are one transaction.** The effect on the system's
+  data, the idempotency record and the acknowledgement to send are written in
+  one SQLite transaction; the acknowledgement is sent after it commits, and
+  the offset committed after the broker has the acknowledgement. A crash in
+  between leaves either nothing (the command is done on redelivery) or all of
+  it (the stored acknowledgement is sent on redelivery).
+* **Unreadable commands are dead-lettered**, with the reason, to
+  ``<prefix>.dead-letter`` before their offset is committed.
 
 The "store" here is a small SQLite file that records what was done, which is
-enough for tests and the demo; a real system replaces ``apply`` with its own
-deletion, suppression or export.
+enough for tests and the demo; a real system replaces ``apply`` and
+``ReferenceStore._act`` with its own deletion, suppression or export, in the
+same transaction as the record.
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from schemas.commands import AckOutcome, Action, Command, CommandAck, ExportedRecord
-from streams.codec import Codec, DecodeError
+from schemas.deadletter import DeadLetter
+from streams.codec import Codec
+from streams.deadletter import DeadLetterSink, decode_or_dead_letter, log_dead_letter
 from streams.settings import Settings
 from streams.topics import MURMUR2_PARTITIONER, TopicNames
 
@@ -39,9 +52,23 @@ class Behaviour:
     silent: bool = False
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """The outcome recorded for a command id."""
+
+    outcome: AckOutcome
+    reason: str | None
+    export_reference: str | None
+    # The acknowledgement as sent; None for a record kept before acks were stored.
+    ack: bytes | None
+
+
 @dataclass
 class ReferenceStore:
-    """Outcomes by command id, in SQLite so a restart keeps idempotency."""
+    """Outcomes by command id, in SQLite so a restart keeps idempotency.
+
+    ``effects`` stands for the system's own data: what each command did to it.
+    """
 
     path: Path
     _db: sqlite3.Connection = field(init=False)
@@ -49,32 +76,68 @@ class ReferenceStore:
     def __post_init__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS outcomes (command_id TEXT PRIMARY KEY, action TEXT,"
-            " outcome TEXT, reason TEXT, export_reference TEXT, done_at TEXT)"
-        )
-        self._db.commit()
+        with self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS outcomes (command_id TEXT PRIMARY KEY, action TEXT,"
+                " outcome TEXT, reason TEXT, export_reference TEXT, done_at TEXT)"
+            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(outcomes)")}
+            if "ack" not in columns:  # a store from before acks were kept
+                self._db.execute("ALTER TABLE outcomes ADD COLUMN ack BLOB")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS effects (command_id TEXT, action TEXT,"
+                " record_id TEXT, done_at TEXT)"
+            )
 
-    def recorded(self, command_id: str) -> tuple[str, str | None, str | None] | None:
+    def recorded(self, command_id: str) -> Recorded | None:
         row = self._db.execute(
-            "SELECT outcome, reason, export_reference FROM outcomes WHERE command_id = ?",
+            "SELECT outcome, reason, export_reference, ack FROM outcomes WHERE command_id = ?",
             (command_id,),
         ).fetchone()
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else Recorded(AckOutcome(row[0]), row[1], row[2], row[3])
 
-    def record(self, command: Command, ack: CommandAck) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                command.command_id,
-                command.action.value,
-                ack.outcome.value,
-                ack.reason,
-                ack.export_reference,
-                ack.acked_at.isoformat(),
-            ),
+    def record(self, command: Command, ack: CommandAck, ack_bytes: bytes) -> None:
+        """Carry out the command's effect, record its outcome and keep the
+        acknowledgement to send, in one transaction: all of it or none."""
+        with self._db:
+            if ack.outcome is AckOutcome.DONE:
+                self._act(command, ack)
+            self._db.execute(
+                "INSERT OR REPLACE INTO outcomes"
+                " (command_id, action, outcome, reason, export_reference, done_at, ack)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    command.command_id,
+                    command.action.value,
+                    ack.outcome.value,
+                    ack.reason,
+                    ack.export_reference,
+                    ack.acked_at.isoformat(),
+                    ack_bytes,
+                ),
+            )
+
+    def _act(self, command: Command, ack: CommandAck) -> None:
+        # The reference system's "data" is this log of effects; a real system
+        # deletes, suppresses or exports here, inside the same transaction.
+        records: list[str | None] = [*command.record_ids] or [None]
+        self._db.executemany(
+            "INSERT INTO effects VALUES (?, ?, ?, ?)",
+            [
+                (command.command_id, command.action.value, record_id, ack.acked_at.isoformat())
+                for record_id in records
+            ],
         )
-        self._db.commit()
+
+    def effects(self, command_id: str) -> list[tuple[str, str | None]]:
+        """(action, record id) of every effect a command had."""
+        return [
+            (row[0], row[1])
+            for row in self._db.execute(
+                "SELECT action, record_id FROM effects WHERE command_id = ? ORDER BY rowid",
+                (command_id,),
+            )
+        ]
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])
@@ -120,6 +183,79 @@ def apply(command: Command, system: str, now: datetime, behaviour: Behaviour) ->
     )
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What to send for one command message: its acknowledgement, or a dead letter."""
+
+    ack: bytes | None = None
+    ack_key: bytes | None = None
+    dead_letter: DeadLetter | None = None
+    replayed: bool = False
+
+
+class CommandProcessor:
+    """One command message in, the reply to send out; the store keeps what was done."""
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        codec: Codec,
+        store: ReferenceStore,
+        behaviour: Behaviour = Behaviour(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.system = system
+        self.codec = codec
+        self.store = store
+        self.behaviour = behaviour
+        self.clock = clock
+
+    def process(
+        self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
+    ) -> Reply:
+        decoded = decode_or_dead_letter(
+            key,
+            value,
+            topic,
+            partition,
+            offset,
+            self.clock(),
+            codec=self.codec,
+            expected=(Command,),
+        )
+        if isinstance(decoded, DeadLetter):
+            # A command we cannot read is the pipeline's bug: keep it, with the
+            # reason, where an operator will see it (the pipeline resends it and
+            # escalates if it is never acknowledged).
+            return Reply(dead_letter=decoded)
+        command = decoded.model
+        assert isinstance(command, Command)
+        if self.behaviour.silent:
+            return Reply()
+        ack_key = command.subject_id.encode()
+        previous = self.store.recorded(command.command_id)
+        if previous is not None and previous.outcome is not AckOutcome.FAILED:
+            ack = previous.ack or self.codec.encode(self._legacy_ack(command, previous))
+            return Reply(ack=ack, ack_key=ack_key, replayed=True)
+        answer = apply(command, self.system, self.clock(), self.behaviour)
+        ack = self.codec.encode(answer)
+        self.store.record(command, answer, ack)
+        return Reply(ack=ack, ack_key=ack_key)
+
+    def _legacy_ack(self, command: Command, previous: Recorded) -> CommandAck:
+        # Recorded before acknowledgements were kept: the outcome without exports.
+        return CommandAck(
+            command_id=command.command_id,
+            subject_id=command.subject_id,
+            system=self.system,
+            outcome=previous.outcome,
+            reason=previous.reason,
+            acked_at=self.clock(),
+            export_reference=previous.export_reference,
+        )
+
+
 class DownstreamConsumer:
     """Consumes ``<prefix>.cmd.<system>`` and acknowledges on ``<prefix>.acks``."""
 
@@ -138,8 +274,9 @@ class DownstreamConsumer:
         self.names = TopicNames(settings.topic_prefix)
         self.codec = Codec.from_settings(settings)
         self.store = store
-        self.behaviour = behaviour
-        self.clock = clock
+        self.processor = CommandProcessor(
+            system=system, codec=self.codec, store=store, behaviour=behaviour, clock=clock
+        )
         security = settings.security.confluent_config()
         self.consumer = Consumer(
             {
@@ -159,7 +296,9 @@ class DownstreamConsumer:
                 **security,
             }
         )
+        self.dead_letters = DeadLetterSink(bootstrap, settings, codec=self.codec)
         self.handled = 0
+        self.dead_lettered = 0
         self._stop = threading.Event()
 
     def run(self, max_idle_s: float | None = None) -> None:
@@ -184,60 +323,37 @@ class DownstreamConsumer:
         finally:
             self.consumer.close()
             self.producer.flush(10)
+            self.dead_letters.close()
 
     def stop(self) -> None:
         self._stop.set()
 
     def handle(self, msg: Message) -> None:
-        try:
-            command = self.codec.decode(
-                msg.value(), msg.key(), now=self.clock(), expected=(Command,)
-            )
-        except DecodeError as exc:
-            # A command we cannot read is the pipeline's bug; log (no payload) and move on.
-            log.error("undecodable command at offset %s: %s", msg.offset(), exc)
-            self.consumer.commit(message=msg, asynchronous=False)
-            return
-        assert isinstance(command, Command)
-        if self.behaviour.silent:
-            self.consumer.commit(message=msg, asynchronous=False)
-            return
-        ack = self._ack_for(command)
-        self._send_ack(ack)
+        reply = self.processor.process(
+            msg.key(),
+            msg.value(),
+            str(msg.topic()),
+            int(msg.partition() or 0),
+            int(msg.offset() or 0),
+        )
+        if reply.dead_letter is not None:
+            log_dead_letter(reply.dead_letter, log)
+            # Raises if the broker does not confirm it: then nothing is committed.
+            self.dead_letters.send(reply.dead_letter)
+            self.dead_lettered += 1
+        if reply.ack is not None:
+            self._send_ack(reply.ack_key, reply.ack)
+            self.handled += 1
         self.consumer.commit(message=msg, asynchronous=False)
-        self.handled += 1
 
-    def _ack_for(self, command: Command) -> CommandAck:
-        now = self.clock()
-        previous = self.store.recorded(command.command_id)
-        if previous is not None and previous[0] != AckOutcome.FAILED.value:
-            outcome, reason, reference = previous
-            return CommandAck(
-                command_id=command.command_id,
-                subject_id=command.subject_id,
-                system=self.system,
-                outcome=AckOutcome(outcome),
-                reason=reason,
-                acked_at=now,
-                export_reference=reference,
-            )
-        ack = apply(command, self.system, now, self.behaviour)
-        self.store.record(command, ack)
-        return ack
-
-    def _send_ack(self, ack: CommandAck) -> None:
+    def _send_ack(self, key: bytes | None, ack: bytes) -> None:
         errors: list[str] = []
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 errors.append(str(err))
 
-        self.producer.produce(
-            self.names.acks,
-            key=ack.subject_id.encode(),
-            value=self.codec.encode(ack),
-            on_delivery=delivered,
-        )
+        self.producer.produce(self.names.acks, key=key, value=ack, on_delivery=delivered)
         remaining = self.producer.flush(30)
         if remaining or errors:
             # Not committing the command's offset means it is redelivered.

@@ -6,6 +6,13 @@ by the broker before the state is written, and Faust commits the source
 offset only after the producer (which also carries the table changelog) is
 flushed. A crash anywhere replays the event, and replays are harmless because
 command ids are stable and decisions deduplicate event ids.
+
+Failures are isolated per event (``agents.failures``): a transient one is
+retried, and if it does not heal the worker stops without committing (the
+batch is replayed); a permanent one parks that event, or the one output that
+cannot be delivered, on the dead-letter topic, and the batch goes on. Faust
+acknowledges a batch only when ``handle_batch`` returns, and it returns only
+once every output, dead letter and state of the batch is durable.
 """
 
 from __future__ import annotations
@@ -17,34 +24,33 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
-from tenacity.wait import wait_base
-
-from agents.audit_chain import ChainHead, link
+from agents.audit_writer import AuditWriteError
 from agents.clock import Clock
-from agents.metrics import LifecycleMetrics
-from agents.rules.context import Decision
+from agents.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
+from agents.metrics import LifecycleMetrics, never_raises
+from agents.rules.context import AuditEntry, Decision
 from agents.rules.decide import decide, next_due
 from agents.rules.policy import Policy
 from agents.rules.state import SubjectState
 from agents.scheduler import Schedule, ScheduleEntry
+from schemas.audit import AuditSource
 from schemas.base import Frozen
 from schemas.commands import CommandAck
-from schemas.deadletter import DeadLetter, ReasonClass
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import INPUT_EVENTS, Event
 from schemas.internal import DueTick
 from schemas.responses import ResponseStatus
-from streams.codec import Codec, RegistryUnavailable
-from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter
+from streams.codec import Codec
+from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter, parked
 from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The audit decision that marks a command given up on (agents.rules.commands).
 ESCALATED = "command-escalated"
-REGISTRY_RETRY_WAIT = wait_exponential(multiplier=0.5, max=30)
 
 
 @dataclass(frozen=True)
@@ -55,14 +61,45 @@ class RawMessage:
     key: bytes | None
     value: bytes | None
 
+    @property
+    def source(self) -> AuditSource:
+        return AuditSource(self.topic, self.partition, self.offset)
+
+
+@dataclass(frozen=True)
+class _Output:
+    """A message handed to the producer for an item, kept to name it if delivery fails."""
+
+    item: RawMessage
+    topic: str
+    delivery: Awaitable[Any]
+
+
+@dataclass
+class _Write:
+    """A subject's state to write, in the context of its latest event."""
+
+    token: Any
+    state: SubjectState | None
+    # Every item of the batch whose decision this state carries.
+    items: list[RawMessage]
+
 
 @dataclass
 class _Batch:
     """What a batch has decided so far: delivery futures, states to write."""
 
-    pending: list[Awaitable[Any]] = field(default_factory=list)
+    pending: list[_Output] = field(default_factory=list)
     states: dict[bytes, SubjectState | None] = field(default_factory=dict)
-    writes: dict[bytes, tuple[Any, SubjectState | None]] = field(default_factory=dict)
+    writes: dict[bytes, _Write] = field(default_factory=dict)
+
+
+class MustStop(Exception):
+    """Something of the batch cannot be made durable, even after retries."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
 
 
 class Sender(Protocol):
@@ -72,10 +109,16 @@ class Sender(Protocol):
         """Enqueue in call order; the returned awaitable completes when the broker has it."""
 
 
-class ChainHeads(Protocol):
-    async def head(self, partition: int) -> ChainHead: ...
-
-    def advance(self, partition: int, head: ChainHead) -> None: ...
+class AuditLog(Protocol):
+    async def append(
+        self,
+        partition: int,
+        entries: Sequence[AuditEntry],
+        *,
+        source: AuditSource,
+        decided_at: datetime,
+    ) -> Awaitable[Any]:
+        """Chain ``entries``; the returned awaitable completes when they are committed."""
 
 
 EXIT_DELIVERY_FAILED = 75  # EX_TEMPFAIL: a supervisor should restart the worker
@@ -102,13 +145,12 @@ class Handler:
         clock: Clock,
         names: TopicNames,
         metrics: LifecycleMetrics,
-        audit_key: bytes,
         subjects: MutableMapping[bytes, bytes],
         schedule_table: MutableMapping[bytes, bytes],
         schedule: Schedule,
-        chain: ChainHeads,
+        audit: AuditLog,
         send: Sender,
-        registry_retry_wait: wait_base = REGISTRY_RETRY_WAIT,
+        retry: RetryPolicy | None = None,
         on_delivery_failure: Callable[[Exception], NoReturn] = exit_for_replay,
     ) -> None:
         self.codec = codec
@@ -116,13 +158,12 @@ class Handler:
         self.clock = clock
         self.names = names
         self.metrics = metrics
-        self.audit_key = audit_key
         self.subjects = subjects
         self.schedule_table = schedule_table
         self.schedule = schedule
-        self.chain = chain
+        self.audit = audit
         self.send = send
-        self.registry_retry_wait = registry_retry_wait
+        self.retry = retry or RetryPolicy()
         self.on_delivery_failure = on_delivery_failure
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
@@ -148,23 +189,50 @@ class Handler:
         batch cheaper; the order of the guarantees is unchanged. Each item carries
         an opaque token; ``in_event(token)`` is entered around that subject's table
         write (Faust writes a table in the context of an event of the same partition).
+
+        Whatever fails while one item is handled affects that item only (see the
+        module doc). Returns only when everything of the batch is durable;
+        otherwise the worker stops without committing.
         """
         batch = _Batch()
-        for raw, token in items:
-            await self._decide_one(raw, token, batch)
         try:
-            await self._confirm(batch.pending)
+            for raw, token in items:
+                await self._isolated(raw, token, batch)
+            await self._confirm(batch)
+            failed: list[tuple[RawMessage, Failure]] = []
+            for key, write in batch.writes.items():
+                with in_event(write.token):
+                    failure = await self._store_durably(key, write.state)
+                if failure is not None:
+                    failed.extend((item, failure) for item in write.items)
+            for item, failure in failed:
+                await self._park(item, Step.STORE, failure, batch)
+            await self._confirm(batch)  # the dead letters of items parked while storing
+        except MustStop as stop:
+            self._fail_stop(stop.cause)
+
+    async def _isolated(self, raw: RawMessage, token: Any, batch: _Batch) -> None:
+        """Handle one item; if it fails for good, park it and let the batch go on."""
+        try:
+            await self._decide_one(raw, token, batch)
+        except MustStop:
+            raise
+        except StepFailed as failed:
+            if failed.failure.transient:
+                raise MustStop(failed.cause) from failed
+            await self._park(raw, failed.step, failed.failure, batch)
         except Exception as exc:
-            self._fail_stop(exc)
-        for key, (token, state) in batch.writes.items():
-            with in_event(token):
-                self._store(key, state)
+            failure = classify(exc, Step.DECIDE)
+            if failure.transient:
+                raise MustStop(exc) from exc
+            log.debug("handling an item raised", exc_info=True)
+            await self._park(raw, Step.DECIDE, failure, batch)
 
     async def _decide_one(self, raw: RawMessage, token: Any, batch: _Batch) -> None:
         now = self.clock.now()
         decoded = await self._decode(raw, now)
         if isinstance(decoded, DeadLetter):
-            await self._enqueue_dead_letter(decoded, batch)
+            await self._send_dead_letter(raw, decoded, batch)
             return
         message = decoded.model
         assert isinstance(message, Event | CommandAck | DueTick)
@@ -173,30 +241,29 @@ class Handler:
             self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
         key = message.subject_id.encode()
         # A subject decided earlier in this batch continues from that decision.
-        state = batch.states[key] if key in batch.states else self._load(key)
+        state = batch.states[key] if key in batch.states else await self._load_durably(key)
         if isinstance(message, CommandAck):
             self._observe_ack(state, message)
         try:
             decision = decide(state, message, now, self.policy)
         except Exception as exc:  # a message the rules cannot take must not stop the worker
-            await self._enqueue_dead_letter(self._rejected(raw, message, exc, now), batch)
+            await self._send_dead_letter(raw, self._rejected(raw, message, exc, now), batch)
             return
         self._observe_requests(state, decision.state)
-        try:
-            batch.pending.extend(await self._enqueue(decision, raw.partition, now))
-        except Exception as exc:
-            self._fail_stop(exc)
+        await self._enqueue(decision, raw, now, batch)
         batch.states[key] = decision.state
-        batch.writes[key] = (token, decision.state)
+        earlier = batch.writes[key].items if key in batch.writes else []
+        batch.writes[key] = _Write(token, decision.state, [*earlier, raw])
 
     def _fail_stop(self, exc: Exception) -> NoReturn:
         # Faust acks an event whose agent raised, and would then commit its
         # offset: the event would be lost. Stopping the process at once means
         # nothing is committed; the restarted worker replays the event, which is
-        # harmless (stable command ids, chain head re-read from the audit topic).
+        # harmless (stable command ids; the audit chain head is re-read from the
+        # topic, and the verifier recognises the replayed decisions by their source).
         log.critical(
-            "could not deliver the outputs of a decision (%s); stopping the worker so "
-            "the event is replayed",
+            "could not make a batch durable (%s), transient failure outlasted its "
+            "retries; stopping the worker so the batch is replayed",
             type(exc).__name__,
         )
         self.on_delivery_failure(exc)
@@ -205,26 +272,45 @@ class Handler:
     async def _decode(self, raw: RawMessage, now: datetime) -> Decoded | DeadLetter:
         # An unreachable schema registry is not bad input: dead-lettering a good
         # message would lose it, so the partition waits and retries instead.
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(RegistryUnavailable),
-            wait=self.registry_retry_wait,
-            before_sleep=lambda state: log.warning(
-                "schema registry unavailable; retrying (attempt %d)", state.attempt_number
-            ),
-        ):
-            with attempt:
-                return decode_or_dead_letter(
-                    raw.key,
-                    raw.value,
-                    raw.topic,
-                    raw.partition,
-                    raw.offset,
-                    now,
-                    codec=self.codec,
-                    expected=self._expected(raw.topic),
-                    on_dead_letter=lambda r: self.metrics.observe_dead_letter(raw.topic, r),
-                )
-        raise AssertionError("unreachable: AsyncRetrying retries until it returns")
+        async def decode() -> Decoded | DeadLetter:
+            return decode_or_dead_letter(
+                raw.key,
+                raw.value,
+                raw.topic,
+                raw.partition,
+                raw.offset,
+                now,
+                codec=self.codec,
+                expected=self._expected(raw.topic),
+                on_dead_letter=lambda r: self.metrics.observe_dead_letter(raw.topic, r),
+            )
+
+        return await self._retrying(Step.DECODE, decode)
+
+    async def _retrying(self, step: Step, call: Callable[[], Awaitable[T]]) -> T:
+        return await retrying(
+            step, call, self.retry, lambda s, _failure: self.metrics.observe_retry(s.value)
+        )
+
+    async def _load_durably(self, key: bytes) -> SubjectState | None:
+        async def load() -> SubjectState | None:
+            return self._load(key)
+
+        return await self._retrying(Step.LOAD, load)
+
+    async def _store_durably(self, key: bytes, state: SubjectState | None) -> Failure | None:
+        """Write a state; the permanent failure if it cannot be written."""
+
+        async def store() -> None:
+            self._store(key, state)
+
+        try:
+            await self._retrying(Step.STORE, store)
+        except StepFailed as failed:
+            if failed.failure.transient:
+                raise MustStop(failed.cause) from failed
+            return failed.failure
+        return None
 
     def _rejected(
         self, raw: RawMessage, message: Frozen, exc: Exception, now: datetime
@@ -245,17 +331,86 @@ class Handler:
             original_value_size=len(raw.value or b""),
         )
 
-    async def _enqueue_dead_letter(self, dead: DeadLetter, batch: _Batch) -> None:
+    async def _send_dead_letter(self, raw: RawMessage, dead: DeadLetter, batch: _Batch) -> None:
+        """Hand a dead letter to the producer. If even that fails, nothing can park
+        the item: the worker must stop rather than commit past it."""
         log_dead_letter(dead, log)
-        try:
-            batch.pending.append(
-                await self.send(
-                    self.names.dead_letter, dead.original_key, self.codec.encode(dead), None
-                )
-            )
-        except Exception as exc:
-            self._fail_stop(exc)
+        value = self.codec.encode(dead)
 
+        async def send() -> Awaitable[Any]:
+            return await self.send(self.names.dead_letter, dead.original_key, value, None)
+
+        try:
+            delivery = await self._retrying(Step.SEND, send)
+        except StepFailed as failed:
+            raise MustStop(failed.cause) from failed
+        batch.pending.append(_Output(raw, self.names.dead_letter, delivery))
+
+    async def _park(self, raw: RawMessage, step: Step, failure: Failure, batch: _Batch) -> None:
+        """Park an item that failed for good: its state is not written by this batch."""
+        await self._park_with(raw, failure, f"{step.value} failed: {failure.reason}", batch)
+
+    async def _park_output(
+        self, raw: RawMessage, topic: str, failure: Failure, batch: _Batch
+    ) -> None:
+        """Park an item one of whose outputs cannot be delivered; the rest of its
+        decision stands (a command stays outstanding, so it is resent and, if it
+        still cannot be delivered, escalated to a person)."""
+        reason = f"output to {topic} not delivered: {failure.reason}"
+        await self._park_with(raw, failure, reason, batch)
+
+    async def _park_with(
+        self, raw: RawMessage, failure: Failure, reason: str, batch: _Batch
+    ) -> None:
+        self.metrics.observe_parked(raw.topic, failure.failure_class.value)
+        dead = parked(
+            raw.key,
+            raw.value,
+            raw.topic,
+            raw.partition,
+            raw.offset,
+            self.clock.now(),
+            failure_class=failure.failure_class,
+            reason=reason,
+            max_message_bytes=self.codec.max_message_bytes,
+            reason_class=(
+                ReasonClass.OVERSIZE
+                if failure.failure_class is FailureClass.RECORD_TOO_LARGE
+                else ReasonClass.INVALID_MODEL
+            ),
+        )
+        await self._send_dead_letter(raw, dead, batch)
+
+    async def _emit(
+        self,
+        raw: RawMessage,
+        topic: str,
+        key: bytes | None,
+        model: Frozen,
+        partition: int | None,
+        batch: _Batch,
+    ) -> bool:
+        """Hand one output of ``raw``'s decision to the producer; False if it was parked."""
+        try:
+            value = self.codec.encode(model)
+        except Exception as exc:
+            await self._park_output(raw, topic, classify(exc, Step.SEND), batch)
+            return False
+
+        async def send() -> Awaitable[Any]:
+            return await self.send(topic, key, value, partition)
+
+        try:
+            delivery = await self._retrying(Step.SEND, send)
+        except StepFailed as failed:
+            if failed.failure.transient:
+                raise MustStop(failed.cause) from failed
+            await self._park_output(raw, topic, failed.failure, batch)
+            return False
+        batch.pending.append(_Output(raw, topic, delivery))
+        return True
+
+    @never_raises
     def _observe_requests(self, before: SubjectState | None, after: SubjectState | None) -> None:
         """Count requests that opened or reached a final status in this decision."""
         if after is None:
@@ -272,6 +427,7 @@ class Handler:
                     request.request_type.value, request.status.value
                 )
 
+    @never_raises
     def _observe_ack(self, state: SubjectState | None, ack: CommandAck) -> None:
         tracked = None if state is None else state.commands.get(ack.command_id)
         if tracked is None:
@@ -299,17 +455,27 @@ class Handler:
         self.schedule.update(key.decode(), entry)
 
     async def _enqueue(
-        self, decision: Decision, partition: int, now: datetime
-    ) -> list[Awaitable[Any]]:
-        """Hand every output to the producer, in order; return their delivery futures."""
-        pending: list[Awaitable[Any]] = []
+        self, decision: Decision, raw: RawMessage, now: datetime, batch: _Batch
+    ) -> None:
+        """Hand every output to the producer, in order; their deliveries go to ``batch``."""
+        if decision.audit:
+            # Linked before anything else is sent. The audit chain is per
+            # partition: audit events go to the same partition number as the
+            # input they record, which they name. The batch's events of one
+            # partition are committed in one transaction (agents/audit_writer.py).
+            try:
+                commit = await self.audit.append(
+                    raw.partition, decision.audit, source=raw.source, decided_at=now
+                )
+            except AuditWriteError as exc:
+                # Fenced (another worker owns the partition), unavailable after
+                # retries, or refused: no event of this batch may be acked.
+                raise MustStop(exc) from exc
+            batch.pending.append(_Output(raw, self.names.audit, commit))
         for command in decision.commands:
             topic = self.names.command(command.target_system)
-            pending.append(
-                await self.send(
-                    topic, command.subject_id.encode(), self.codec.encode(command), None
-                )
-            )
+            if not await self._emit(raw, topic, command.subject_id.encode(), command, None, batch):
+                continue
             if command.attempt > 1:
                 self.metrics.observe_resend(command.target_system, command.action.value)
             else:
@@ -317,40 +483,42 @@ class Handler:
                     command.target_system, command.action.value, command.rule_id
                 )
         for response in decision.responses:
-            pending.append(
-                await self.send(
-                    self.names.responses,
-                    response.subject_id.encode(),
-                    self.codec.encode(response),
-                    None,
-                )
+            await self._emit(
+                raw, self.names.responses, response.subject_id.encode(), response, None, batch
             )
-        if decision.audit:
-            # The chain head is per partition; audit events go to the same
-            # partition number as the event that caused them.
-            head = await self.chain.head(partition)
-            for entry in decision.audit:
-                event = link(head, entry, partition=partition, key=self.audit_key, decided_at=now)
-                head = ChainHead.of(event)
-                pending.append(
-                    await self.send(self.names.audit, None, self.codec.encode(event), partition)
+        for entry in decision.audit:
+            self.metrics.observe_decision(entry.rule_id, entry.decision)
+            if entry.decision == ESCALATED:
+                self.metrics.observe_escalation(
+                    entry.details.get("system", "unknown"),
+                    entry.details.get("action", "unknown"),
                 )
-                self.metrics.observe_decision(entry.rule_id, entry.decision)
-                if entry.decision == ESCALATED:
-                    self.metrics.observe_escalation(
-                        entry.details.get("system", "unknown"),
-                        entry.details.get("action", "unknown"),
-                    )
-                self.metrics.observe_audit(entry.decision)
-            self.chain.advance(partition, head)
-        return pending
+            self.metrics.observe_audit(entry.decision)
 
-    @staticmethod
-    async def _confirm(pending: list[Awaitable[Any]]) -> None:
-        # Wait for the broker to confirm every record before state is written
-        # and before the offset can be committed.
-        if pending:
-            await asyncio.gather(*pending)
+    async def _confirm(self, batch: _Batch) -> None:
+        """Wait until the broker has every output handed to the producer so far.
+
+        Before state is written and before the offset can be committed. An
+        output the broker refused for good is parked (its dead letter is then
+        waited for too). A transient failure is not resent here: the producer
+        has already retried it until its delivery timeout, and a resend could
+        land behind records sent after it; the batch is replayed instead.
+        """
+        while batch.pending:
+            outputs, batch.pending = batch.pending, []
+            results = await asyncio.gather(*(o.delivery for o in outputs), return_exceptions=True)
+            for output, result in zip(outputs, results, strict=True):
+                if not isinstance(result, BaseException):
+                    continue
+                if not isinstance(result, Exception):
+                    raise result  # cancelled: the worker is stopping
+                failure = classify(result, Step.SEND)
+                # A dead letter or an audit commit cannot be parked in turn: the
+                # audit transaction holds every decision of the batch on that
+                # partition, and the writer has already retried it.
+                if failure.transient or output.topic in (self.names.dead_letter, self.names.audit):
+                    raise MustStop(result)
+                await self._park_output(output.item, output.topic, failure, batch)
 
 
 def schedule_entry(state: SubjectState) -> ScheduleEntry:

@@ -17,16 +17,18 @@ Usage (the worker serves ``/metrics`` itself)::
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, ParamSpec
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas.deadletter import ReasonClass
+from schemas.deadletter import FailureClass, ReasonClass
 
 if TYPE_CHECKING:
     from faust.sensors.prometheus import PrometheusMonitor
@@ -34,7 +36,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ACK_LATENCY_BUCKETS",
     "ALLOWED_LABELS",
+    "AUDIT_ERROR_OUTCOMES",
+    "AUDIT_OPERATIONS",
     "DEAD_LETTER_REASONS",
+    "FAILURE_CLASSES",
     "METRIC_NAMES",
     "OUTSTANDING_AGE_BUCKETS",
     "REQUEST_DEADLINE_BUCKETS",
@@ -42,8 +47,12 @@ __all__ = [
     "LifecycleMetrics",
     "deadline_bucket",
     "install_faust_sensors",
+    "never_raises",
     "outstanding_age_bucket",
 ]
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 MINUTE: Final = 60.0
 HOUR: Final = 3600.0
@@ -59,10 +68,13 @@ ALLOWED_LABELS: Final = frozenset(
         "action",
         "outcome",
         "reason_class",
+        "failure_class",
+        "step",
         "request_type",
         "bucket",
         "partition",
         "decision",
+        "operation",
         # Only on lifecycle_worker_info:
         "version",
         "policy_version",
@@ -122,6 +134,9 @@ OUTSTANDING_AGE_BUCKETS: Final = (
 # The codec's reason classes, so the metric and the dead letter agree.
 DEAD_LETTER_REASONS: Final = frozenset({*(r.value for r in ReasonClass), "other"})
 
+#: ``failure_class`` values of ``lifecycle_items_parked_total``.
+FAILURE_CLASSES: Final = frozenset(f.value for f in FailureClass)
+
 #: The exposed name of every metric in the bundle (as in a scrape).
 METRIC_NAMES: Final = (
     "lifecycle_worker_info",
@@ -143,8 +158,16 @@ METRIC_NAMES: Final = (
     "lifecycle_requests_closed_total",
     "lifecycle_requests_open",
     "lifecycle_audit_events_written_total",
+    "lifecycle_audit_write_errors_total",
     "lifecycle_consumer_lag",
+    "lifecycle_items_parked_total",
+    "lifecycle_transient_retries_total",
 )
+
+#: ``operation`` label values of ``lifecycle_audit_write_errors_total``.
+AUDIT_OPERATIONS: Final = ("fence", "read_head", "commit")
+#: ``outcome`` label values of ``lifecycle_audit_write_errors_total``.
+AUDIT_ERROR_OUTCOMES: Final = ("retried", "unavailable", "fenced", "refused", "unreadable")
 
 # A label value: identifiers, topic names, versions. No '@', spaces or other
 # free-text characters, bounded length.
@@ -156,6 +179,24 @@ def _lv(value: object) -> str:
     """Return a safe label value: the value itself if it looks like an id, else 'invalid'."""
     text = str(value)
     return text if _LABEL_VALUE.fullmatch(text) else INVALID_LABEL
+
+
+def never_raises(observe: Callable[P, None]) -> Callable[P, None]:
+    """A metric must never cost an event its processing.
+
+    Observers run between a decision's sends; one raising there would leave
+    the event half handled. A failing observer is logged (its name and the
+    exception type, no values) and the event goes on.
+    """
+
+    @functools.wraps(observe)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            observe(*args, **kwargs)
+        except Exception as exc:
+            log.error("metric %s failed (%s); ignored", observe.__name__, type(exc).__name__)
+
+    return guarded
 
 
 def deadline_bucket(due: datetime, now: datetime) -> str:
@@ -213,7 +254,10 @@ class LifecycleMetrics:
     requests_closed: Counter
     requests_open: Gauge
     audit_events_written: Counter
+    audit_write_errors: Counter
     consumer_lag: Gauge
+    items_parked: Counter
+    transient_retries: Counter
     registry: CollectorRegistry = field(repr=False, compare=False)
 
     @classmethod
@@ -336,6 +380,15 @@ class LifecycleMetrics:
                 ["event_type"],
                 registry=r,
             ),
+            audit_write_errors=Counter(
+                "lifecycle_audit_write_errors_total",
+                "Errors writing the audit chain, by operation (fence, read_head, commit) and "
+                "outcome: retried (transient, retried with backoff), unavailable (retries "
+                "exhausted), fenced (another worker owns the partition), refused (permanent), "
+                "unreadable (an undecodable record skipped at the chain's tail).",
+                ["operation", "outcome"],
+                registry=r,
+            ),
             consumer_lag=Gauge(
                 "lifecycle_consumer_lag",
                 "Messages between the committed offset and the end of each "
@@ -343,9 +396,28 @@ class LifecycleMetrics:
                 ["topic", "partition"],
                 registry=r,
             ),
+            items_parked=Counter(
+                "lifecycle_items_parked",
+                "Decoded messages parked on the dead-letter topic because they could not "
+                "be processed or an output could not be delivered, for good; by source "
+                "topic and failure class.",
+                ["topic", "failure_class"],
+                registry=r,
+            ),
+            transient_retries=Counter(
+                "lifecycle_transient_retries",
+                "Retries of a step that failed transiently (broker or network briefly "
+                "unavailable), by step.",
+                ["step"],
+                registry=r,
+            ),
             registry=r,
         )
         bundle.worker_info.labels(_lv(version), _lv(policy_version)).set(1)
+        # Created at zero so an alert's increase() sees the first error.
+        for operation in AUDIT_OPERATIONS:
+            for outcome in AUDIT_ERROR_OUTCOMES:
+                bundle.audit_write_errors.labels(operation, outcome)
         return bundle
 
     def declare(
@@ -355,12 +427,14 @@ class LifecycleMetrics:
         actions: Iterable[str],
         request_types: Iterable[str] = (),
         dead_letter_topics: Iterable[str] = (),
+        retry_steps: Iterable[str] = (),
     ) -> None:
         """Create the zero series for known label values at start-up.
 
         ``increase()`` cannot see a counter's first increment when the series
         appears with value 1, so the counters the alerts watch are created at 0
-        for every system/action (and request type, dead-letter source topic).
+        for every system/action (and request type, dead-letter source topic,
+        retried step).
         """
         systems, actions = [_lv(s) for s in systems], [_lv(a) for a in actions]
         for system in systems:
@@ -377,25 +451,42 @@ class LifecycleMetrics:
         for topic in dead_letter_topics:
             for reason in sorted(DEAD_LETTER_REASONS):
                 self.dead_letters.labels(_lv(topic), reason)
+            for failure in sorted(FAILURE_CLASSES):
+                self.items_parked.labels(_lv(topic), failure)
+        for step in retry_steps:
+            self.transient_retries.labels(_lv(step))
 
     # -- ingest ------------------------------------------------------------
+    @never_raises
     def observe_event(self, topic: str, event_type: str) -> None:
         self.events_consumed.labels(_lv(topic), _lv(event_type)).inc()
 
+    @never_raises
     def observe_dead_letter(self, topic: str, reason_class: str) -> None:
         reason = reason_class if reason_class in DEAD_LETTER_REASONS else "other"
         self.dead_letters.labels(_lv(topic), reason).inc()
 
+    @never_raises
     def observe_decision(self, rule_id: str, decision: str) -> None:
         self.decisions.labels(_lv(rule_id), _lv(decision)).inc()
 
+    @never_raises
     def observe_audit(self, event_type: str) -> None:
         self.audit_events_written.labels(_lv(event_type)).inc()
 
+    def observe_audit_error(self, operation: str, outcome: str) -> None:
+        """An audit write error: ``operation`` in AUDIT_OPERATIONS, ``outcome`` in
+        AUDIT_ERROR_OUTCOMES."""
+        if operation not in AUDIT_OPERATIONS or outcome not in AUDIT_ERROR_OUTCOMES:
+            raise ValueError(f"unknown audit error {operation}/{outcome}")
+        self.audit_write_errors.labels(operation, outcome).inc()
+
     # -- commands ----------------------------------------------------------
+    @never_raises
     def observe_command(self, system: str, action: str, rule_id: str) -> None:
         self.commands_emitted.labels(_lv(system), _lv(action), _lv(rule_id)).inc()
 
+    @never_raises
     def observe_ack(self, system: str, action: str, outcome: str, latency_s: float) -> None:
         """An acknowledgement arrived ``latency_s`` after the command's first send."""
         sysl, actl = _lv(system), _lv(action)
@@ -404,9 +495,11 @@ class LifecycleMetrics:
             self.commands_failed.labels(sysl, actl).inc()
         self.command_ack_latency.labels(sysl).observe(max(0.0, latency_s))
 
+    @never_raises
     def observe_resend(self, system: str, action: str) -> None:
         self.commands_resent.labels(_lv(system), _lv(action)).inc()
 
+    @never_raises
     def observe_escalation(self, system: str, action: str) -> None:
         self.commands_escalated.labels(_lv(system), _lv(action)).inc()
 
@@ -436,14 +529,17 @@ class LifecycleMetrics:
     def set_timers_scheduled(self, count: int) -> None:
         self.timers_scheduled.set(count)
 
+    @never_raises
     def observe_timer_fired(self, lag_s: float) -> None:
         """A timer fired ``lag_s`` seconds after its due time (now - due)."""
         self.timer_lag.observe(max(0.0, lag_s))
 
     # -- requests ----------------------------------------------------------
+    @never_raises
     def observe_request_received(self, request_type: str) -> None:
         self.requests_received.labels(_lv(request_type)).inc()
 
+    @never_raises
     def observe_request_closed(self, request_type: str, outcome: str) -> None:
         self.requests_closed.labels(_lv(request_type), _lv(outcome)).inc()
 
@@ -461,6 +557,16 @@ class LifecycleMetrics:
         }
         values.update({key: n for key, n in counts.items()})
         _replace(self.requests_open, values)
+
+    # -- failures ----------------------------------------------------------
+    @never_raises
+    def observe_parked(self, topic: str, failure_class: str) -> None:
+        failure = failure_class if failure_class in FAILURE_CLASSES else FailureClass.OTHER.value
+        self.items_parked.labels(_lv(topic), failure).inc()
+
+    @never_raises
+    def observe_retry(self, step: str) -> None:
+        self.transient_retries.labels(_lv(step)).inc()
 
     # -- Kafka -------------------------------------------------------------
     def set_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:

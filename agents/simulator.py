@@ -2,7 +2,8 @@
 
 Each simulated customer gets a realistic story: calls recorded, records
 registered in the systems that hold them, a contract that starts and (for
-some) ends, and now and then an opt-out, a legal hold or an erasure request.
+some) ends, and now and then an opt-out, a legal hold, an erasure or access
+request or a complaint for the privacy desk.
 Stories are a pure function of a seed and the clock, so a run can be repeated.
 """
 
@@ -14,13 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import count
 
-from schemas.base import Channel, DataCategory, DataSource, LegalBasis
+from schemas.base import Channel, DataCategory, DataSource, DocumentType, LegalBasis
 from schemas.events import (
+    AccessRequested,
     CallRecorded,
+    ComplaintReceived,
     ContractEnded,
     ContractStarted,
     ErasureRequested,
     Event,
+    IdentityEvidenceReceived,
     LegalHoldPlaced,
     MarketingOptOutReceived,
     RecordRegistered,
@@ -132,6 +136,31 @@ class Simulator:
             at(rng.uniform(5, 15), ContractEnded, "billing", contract_id=contract)
         if rng.random() < 0.2:
             at(rng.uniform(8, 20), ErasureRequested, "privacy-desk", request_id=self._id("req"))
+        # Work for the privacy desk: complaints wait for an answer from the desk, and
+        # access requests wait for identity evidence, which arrives for some.
+        if rng.random() < 0.1:
+            at(
+                rng.uniform(3, 20),
+                ComplaintReceived,
+                "crm",
+                complaint_id=self._id("complaint"),
+                summary="Unhappy with how my data was handled",
+            )
+        if rng.random() < 0.1:
+            request_id, asked = self._id("access"), rng.uniform(3, 20)
+            at(asked, AccessRequested, "privacy-desk", request_id=request_id)
+            if rng.random() < 0.5:
+                for n, document in enumerate(
+                    (DocumentType.PASSPORT, DocumentType.BIRTH_CERTIFICATE)
+                ):
+                    at(
+                        asked + 5 + n,
+                        IdentityEvidenceReceived,
+                        "privacy-desk",
+                        request_id=request_id,
+                        evidence_id=self._id("evidence"),
+                        document_type=document,
+                    )
         return sorted(out, key=lambda s: s.at)
 
     def _record(

@@ -15,17 +15,19 @@ import faust.streams as faust_streams
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agents import __version__
-from agents.chain_heads import TopicChainHeads
+from agents.audit_writer import AuditWriter, KafkaAuditTopic
 from agents.clock import Clock, SystemClock
+from agents.failures import RetryPolicy, Step
 from agents.faust_app import make_app, raw_topic
 from agents.handler import Handler, RawMessage, to_ms
+from agents.known_topics import KnownTopics, cluster_topics
 from agents.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
 from agents.rules.policy import Policy, load_policy
 from agents.scheduler import Schedule, ScheduleEntry
 from schemas.base import RequestType
 from schemas.commands import Action
 from schemas.internal import DueTick
-from streams.admin import ensure_topics
+from streams.admin import admin_client, ensure_topics
 from streams.codec import Codec
 from streams.settings import Settings
 from streams.topics import TopicNames
@@ -76,6 +78,7 @@ def build_pipeline(
         actions=[a.value for a in Action],
         request_types=[t.value for t in RequestType],
         dead_letter_topics=[*names.inputs, names.acks, names.ticks],
+        retry_steps=[s.value for s in Step],
     )
     # A command outstanding longer than this would already have been escalated
     # under the policy's retry settings: the alert's per-system bound.
@@ -98,10 +101,17 @@ def build_pipeline(
             outputs[topic] = raw_topic(app, topic, partitions=p)
         return outputs[topic]
 
+    known_topics = KnownTopics(cluster_topics(admin_client(settings, bootstrap)))
+
     async def send(
         topic: str, key: bytes | None, value: bytes, partition: int | None
     ) -> Awaitable[Any]:
-        fut: Awaitable[Any] = await output(topic).send(key=key, value=value, partition=partition)
+        await known_topics.check(topic)
+        # What Topic.send does, but returning Faust's own future: Faust sets the
+        # delivery error on it too, and an error nobody awaits is logged as lost.
+        message = output(topic).as_future_message(key=key, value=value, partition=partition)
+        await output(topic).publish_message(message)
+        fut: Awaitable[Any] = message
         return fut
 
     # bytes key and value types make Faust use the raw serializer.
@@ -120,11 +130,18 @@ def build_pipeline(
         extra_topic_configs=CHANGELOG_CONFIG,
     )
     schedule = Schedule()
-    chain = TopicChainHeads(
+    audit_topic = KafkaAuditTopic(
         topic=names.audit,
-        consumer_config={"bootstrap.servers": bootstrap, **settings.security.confluent_config()},
+        app_id=settings.app_id,
+        client_config={"bootstrap.servers": bootstrap, **settings.security.confluent_config()},
         codec=codec,
         clock=clock,
+        on_unreadable=lambda _p, _o: metrics.observe_audit_error("read_head", "unreadable"),
+    )
+    audit = AuditWriter(
+        key=settings.audit_hmac_key.get_secret_value().encode(),
+        metrics=metrics,
+        open_log=audit_topic.open,
     )
     handler = Handler(
         codec=codec,
@@ -132,12 +149,12 @@ def build_pipeline(
         clock=clock,
         names=names,
         metrics=metrics,
-        audit_key=settings.audit_hmac_key.get_secret_value().encode(),
         subjects=subjects,
         schedule_table=schedule_table,
         schedule=schedule,
-        chain=chain,
+        audit=audit,
         send=send,
+        retry=RetryPolicy(attempts=settings.retry_attempts, max_seconds=settings.retry_max_seconds),
     )
 
     @app.agent(source, concurrency=1)
@@ -159,9 +176,16 @@ def build_pipeline(
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
-        # Another worker may own these partitions now: forget derived state.
+        # Another worker may own these partitions now: forget derived state,
+        # and close the audit producers (the next owner fences them anyway).
+        # Faust's rebalance is eager (everything is revoked), like this.
         schedule.clear()
-        chain.forget()
+        await audit.release()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_audit(_app: Any, **_: Any) -> None:
+        # After the consumer stopped, so no batch is still appending.
+        await audit.close()
 
     @app.timer(interval=TICK_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def wake_due_subjects() -> None:

@@ -76,6 +76,9 @@ for topic in ticks audit responses dead-letter; do
 done
 acl "$WORKER_PRINCIPAL" All -- --topic "${APP_ID}-" --resource-pattern-type prefixed
 acl "$WORKER_PRINCIPAL" Read -- --group "${APP_ID}"
+#    The audit chain's transactional producers, one id per partition (<app>.audit.<n>):
+#    only the worker may take one over (and so fence the previous owner).
+acl "$WORKER_PRINCIPAL" Write Describe -- --transactional-id "${APP_ID}.audit." --resource-pattern-type prefixed
 
 # 4. Topic creation job: creates and configures the pipeline's topics, nothing else.
 acl "$TOPIC_ADMIN_PRINCIPAL" Create Describe DescribeConfigs AlterConfigs -- \

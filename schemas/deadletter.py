@@ -3,6 +3,11 @@
 The original bytes are kept as they arrived so that an operator can repair and
 replay them; they can hold personal data, so the dead-letter topic has a short
 retention (``streams.topics``) and the *reason* never quotes the payload.
+
+Two kinds share the topic: input that could not be decoded (``reason_class``
+says why, ``failure_class`` is null) and *parked* items, messages that decoded
+but could not be processed or whose outputs could not be delivered, for a
+reason that waiting will not heal (``failure_class`` says why).
 """
 
 from __future__ import annotations
@@ -28,6 +33,25 @@ class ReasonClass(StrEnum):
     KEY_MISMATCH = "key_mismatch"
 
 
+class FailureClass(StrEnum):
+    """Why a decoded message was parked: a failure that retrying cannot heal.
+
+    The Avro enum has a default (``other``), so symbols can be added later
+    without breaking readers of this version (ReasonClass has none, so it
+    cannot grow: parked items use this field instead).
+    """
+
+    UNKNOWN_TOPIC = "unknown_topic"
+    RECORD_TOO_LARGE = "record_too_large"
+    NOT_AUTHORISED = "not_authorised"
+    UNREADABLE_RECORD = "unreadable_record"
+    UNENCODABLE_OUTPUT = "unencodable_output"
+    STATE_UNREADABLE = "state_unreadable"
+    STATE_NOT_STORED = "state_not_stored"
+    PROCESSING_ERROR = "processing_error"
+    OTHER = "other"
+
+
 class DeadLetter(Frozen):
     """A message that could not be decoded or validated, as it arrived."""
 
@@ -43,3 +67,7 @@ class DeadLetter(Frozen):
     failed_at: UtcDatetime
     # Added in v2: the size of the original value before any truncation.
     original_value_size: int | None = Field(default=None, ge=0)
+    # Added in v3: set for a parked item (it decoded, but could not be processed
+    # or an output of its decision could not be delivered). ``reason_class`` is
+    # then the closest of the decode classes (invalid_model if none is closer).
+    failure_class: FailureClass | None = None

@@ -154,6 +154,10 @@ def render(result: Decoded | DeadLetter) -> dict[str, Any]:
         # A record of the dead-letter topic: show the reason up front.
         out["dead_letter"] = {
             "reason_class": result.model.reason_class.value,
+            # Set for a parked item: it decoded, but could not be processed or delivered.
+            "failure_class": (
+                result.model.failure_class.value if result.model.failure_class else None
+            ),
             "reason": result.model.reason,
             "source": f"{result.model.topic}/{result.model.partition}@{result.model.offset}",
         }

@@ -1,7 +1,8 @@
 """The dead-letter path: bad input is kept with its reason, never dropped, never fatal.
 
 ``decode_or_dead_letter`` turns one raw Kafka message into either a
-``Decoded`` model or a ``DeadLetter``; ``DeadLetterSink`` sends dead letters
+``Decoded`` model or a ``DeadLetter``; ``parked`` describes a message that
+decoded but could not be processed or delivered; ``DeadLetterSink`` sends dead letters
 to the dead-letter topic keyed by the original key; ``log_dead_letter``
 writes one log line without any payload content.
 """
@@ -17,7 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.base import Frozen
-from schemas.deadletter import DeadLetter, ReasonClass
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from streams.codec import Codec, DecodeError
 from streams.settings import Settings
 from streams.topics import MURMUR2_PARTITIONER, TopicNames
@@ -26,9 +27,11 @@ __all__ = [
     "DeadLetter",
     "DeadLetterSink",
     "Decoded",
+    "FailureClass",
     "ReasonClass",
     "decode_or_dead_letter",
     "log_dead_letter",
+    "parked",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,22 +87,16 @@ def decode_or_dead_letter(
     try:
         model = codec.decode(raw_value, raw_key, now=now, expected=expected, check_key=check_key)
     except DecodeError as exc:
-        # Keep the dead letter itself within the message limit, so it can be
-        # produced and read back like any other message.
-        key = raw_key[:MAX_KEPT_KEY_BYTES] if raw_key is not None else None
-        value_limit = max(0, codec.max_message_bytes - ENVELOPE_BYTES - len(key or b""))
-        dead = DeadLetter(
-            # Kafka positions are always valid; clamp anyway so that building
-            # the dead letter can never be what raises.
-            topic=topic[:249] or "unknown",
-            partition=max(partition, -1),
-            offset=max(offset, -1),
-            original_key=key,
-            original_value=raw_value[:value_limit] if raw_value is not None else None,
+        dead = _dead_letter(
+            raw_key,
+            raw_value,
+            topic,
+            partition,
+            offset,
+            now,
+            max_message_bytes=codec.max_message_bytes,
             reason_class=exc.reason_class,
-            reason=exc.reason[:1000] or exc.reason_class.value,
-            failed_at=now,
-            original_value_size=len(raw_value) if raw_value is not None else None,
+            reason=exc.reason,
         )
         if on_dead_letter is not None:
             on_dead_letter(exc.reason_class.value)
@@ -107,14 +104,78 @@ def decode_or_dead_letter(
     return Decoded(model=model, key=raw_key, topic=topic, partition=partition, offset=offset)
 
 
+def parked(
+    raw_key: bytes | None,
+    raw_value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    now: datetime,
+    *,
+    failure_class: FailureClass,
+    reason: str,
+    max_message_bytes: int,
+    reason_class: ReasonClass = ReasonClass.INVALID_MODEL,
+) -> DeadLetter:
+    """A dead letter for a message that decoded but was parked: kept as it arrived,
+    so it can be re-published once the cause is fixed. ``reason`` must not quote
+    the payload (name exception types, topics and classes, not messages)."""
+    return _dead_letter(
+        raw_key,
+        raw_value,
+        topic,
+        partition,
+        offset,
+        now,
+        max_message_bytes=max_message_bytes,
+        reason_class=reason_class,
+        reason=reason,
+        failure_class=failure_class,
+    )
+
+
+def _dead_letter(
+    raw_key: bytes | None,
+    raw_value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    now: datetime,
+    *,
+    max_message_bytes: int,
+    reason_class: ReasonClass,
+    reason: str,
+    failure_class: FailureClass | None = None,
+) -> DeadLetter:
+    # Keep the dead letter itself within the message limit, so it can be
+    # produced and read back like any other message.
+    key = raw_key[:MAX_KEPT_KEY_BYTES] if raw_key is not None else None
+    value_limit = max(0, max_message_bytes - ENVELOPE_BYTES - len(key or b""))
+    return DeadLetter(
+        # Kafka positions are always valid; clamp anyway so that building
+        # the dead letter can never be what raises.
+        topic=topic[:249] or "unknown",
+        partition=max(partition, -1),
+        offset=max(offset, -1),
+        original_key=key,
+        original_value=raw_value[:value_limit] if raw_value is not None else None,
+        reason_class=reason_class,
+        reason=reason[:1000] or reason_class.value,
+        failed_at=now,
+        original_value_size=len(raw_value) if raw_value is not None else None,
+        failure_class=failure_class,
+    )
+
+
 def log_dead_letter(dead: DeadLetter, logger: logging.Logger | None = None) -> None:
     """One WARNING line: where, which class, why, how big. Never the payload."""
     (logger or log).warning(
-        "dead-letter topic=%s partition=%d offset=%d class=%s size=%s reason=%s",
+        "dead-letter topic=%s partition=%d offset=%d class=%s parked=%s size=%s reason=%s",
         dead.topic,
         dead.partition,
         dead.offset,
         dead.reason_class.value,
+        dead.failure_class.value if dead.failure_class is not None else "-",
         dead.original_value_size if dead.original_value_size is not None else "-",
         dead.reason,
     )

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # broker_commit_interval): a crash replays at most about this much input.
     commit_interval_s: float = Field(default=2.8, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # A transient failure (broker, leader, network, schema registry) is retried
+    # up to this many times and this long, then the worker stops without
+    # committing (exit 75). Keep it well under the consumer's max poll interval.
+    retry_attempts: int = Field(default=10, ge=1, le=100)
+    retry_max_seconds: float = Field(default=60.0, gt=0, le=600)
 
     @property
     def security(self) -> KafkaSecurity:

@@ -29,17 +29,20 @@ Decisions, so that every caller computes the same instant:
   of receipt, due at the end of that UK day, *without* a working-day roll (a
   roll would make the promise later than the notice says).
 * Bank holidays are those of England & Wales (the company is in Southampton),
-  computed by rule from 1978 (the first year with the Early May bank holiday)
-  plus a table of one-off changes proclaimed since then.
+  from the maintained ``holidays`` package (``country_holidays("GB",
+  subdiv="ENG")``), from 1978 (the first year with the Early May bank holiday);
+  one-off proclaimed holidays arrive with its releases (pinned in constraints.txt).
 """
 
 from __future__ import annotations
 
-import calendar
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
+
+import holidays
+from dateutil.relativedelta import relativedelta
 
 __all__ = [
     "COMPLAINT_DAYS",
@@ -51,7 +54,6 @@ __all__ = [
     "bank_holidays",
     "complaint_due",
     "deadline_bucket",
-    "easter_sunday",
     "end_of_uk_day",
     "extend",
     "is_working_day",
@@ -67,28 +69,7 @@ FIRST_RULE_YEAR = 1978
 
 DeadlineBucket = Literal["overdue", "due_7d", "later"]
 
-_MON, _FRI, _SAT, _SUN = 0, 4, 5, 6
-
-# One-off changes to the England & Wales bank holidays, by royal proclamation.
-# ``moved``: a rule-computed holiday that did not happen on its usual day,
-# mapped to the day it happened instead. ``extra``: additional holidays.
-_MOVED: dict[date, date] = {
-    date(1995, 5, 1): date(1995, 5, 8),  # Early May -> VE Day 50th anniversary
-    date(2002, 5, 27): date(2002, 6, 4),  # Spring -> Golden Jubilee weekend
-    date(2012, 5, 28): date(2012, 6, 4),  # Spring -> Diamond Jubilee weekend
-    date(2020, 5, 4): date(2020, 5, 8),  # Early May -> VE Day 75th anniversary
-    date(2022, 5, 30): date(2022, 6, 2),  # Spring -> Platinum Jubilee weekend
-}
-_EXTRA: dict[date, str] = {
-    date(1981, 7, 29): "Royal wedding",
-    date(1999, 12, 31): "Millennium celebrations",
-    date(2002, 6, 3): "Golden Jubilee",
-    date(2011, 4, 29): "Royal wedding",
-    date(2012, 6, 5): "Diamond Jubilee",
-    date(2022, 6, 3): "Platinum Jubilee",
-    date(2022, 9, 19): "State funeral of Queen Elizabeth II",
-    date(2023, 5, 8): "Coronation of King Charles III",
-}
+_FRI = 4
 
 
 def _require_aware(value: datetime, name: str) -> None:
@@ -110,78 +91,31 @@ def end_of_uk_day(day: date) -> datetime:
 
 def add_calendar_months(day: date, months: int) -> date:
     """Same date ``months`` later, or that month's last day if it has no such date."""
-    index = day.year * 12 + (day.month - 1) + months
-    year, month0 = divmod(index, 12)
-    last = calendar.monthrange(year, month0 + 1)[1]
-    return date(year, month0 + 1, min(day.day, last))
-
-
-def easter_sunday(year: int) -> date:
-    """Western (Gregorian) Easter Sunday: the anonymous Gregorian computus."""
-    a = year % 19
-    b, c = divmod(year, 100)
-    d, e = divmod(b, 4)
-    f = (b + 8) // 25
-    g = (b - f + 1) // 3
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    el = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 22 * el) // 451
-    month, day = divmod(h + el - 7 * m + 114, 31)
-    return date(year, month, day + 1)
-
-
-def _first_monday(year: int, month: int) -> date:
-    first = date(year, month, 1)
-    return first + timedelta(days=(_MON - first.weekday()) % 7)
-
-
-def _last_monday(year: int, month: int) -> date:
-    last = date(year, month, calendar.monthrange(year, month)[1])
-    return last - timedelta(days=(last.weekday() - _MON) % 7)
-
-
-def _with_substitutes(days: list[tuple[date, str]]) -> dict[date, str]:
-    """Holidays falling on a weekend move to the next weekday not already taken."""
-    taken: dict[date, str] = {}
-    for day, name in days:
-        if day.weekday() < _SAT and day not in taken:
-            taken[day] = name
-    for day, name in days:
-        if day.weekday() >= _SAT:
-            sub = day
-            while sub.weekday() >= _SAT or sub in taken:
-                sub += timedelta(days=1)
-            taken[sub] = f"{name} (substitute day)"
-    return taken
+    return day + relativedelta(months=months)
 
 
 @lru_cache(maxsize=256)
 def _bank_holidays(year: int) -> tuple[tuple[date, str], ...]:
     if year < FIRST_RULE_YEAR:
-        raise ValueError(f"bank holidays are computed by rule from {FIRST_RULE_YEAR} only")
-    easter = easter_sunday(year)
-    holidays: dict[date, str] = {}
-    holidays.update(_with_substitutes([(date(year, 1, 1), "New Year's Day")]))
-    holidays[easter - timedelta(days=2)] = "Good Friday"
-    holidays[easter + timedelta(days=1)] = "Easter Monday"
-    holidays[_first_monday(year, 5)] = "Early May bank holiday"
-    holidays[_last_monday(year, 5)] = "Spring bank holiday"
-    holidays[_last_monday(year, 8)] = "Summer bank holiday"
-    holidays.update(
-        _with_substitutes(
-            [(date(year, 12, 25), "Christmas Day"), (date(year, 12, 26), "Boxing Day")]
-        )
+        raise ValueError(f"bank holidays are taken from {FIRST_RULE_YEAR} on only")
+    calendar = holidays.country_holidays("GB", subdiv="ENG", years=year, language="en_GB")
+    # The package lists a holiday on its nominal date and, when that is a weekend,
+    # again on the substitute ("observed") weekday; only weekdays are days off.
+    return tuple(
+        (day, _name(name)) for day, name in sorted(calendar.items()) if day.weekday() <= _FRI
     )
-    for usual, moved_to in _MOVED.items():
-        if usual.year == year:
-            holidays[moved_to] = holidays.pop(usual)
-    holidays.update({day: name for day, name in _EXTRA.items() if day.year == year})
-    return tuple(sorted(holidays.items()))
+
+
+def _name(name: str) -> str:
+    return name.replace("(observed)", "(substitute day)")
 
 
 def bank_holidays(year: int) -> dict[date, str]:
-    """England & Wales bank holidays in ``year`` (1978 on), date -> name."""
+    """England & Wales bank holidays in ``year`` (1978 on) that fall on a weekday.
+
+    From the maintained ``holidays`` package (one-off proclaimed holidays such
+    as jubilees and state funerals arrive with its releases), not a hand-kept table.
+    """
     return dict(_bank_holidays(year))
 
 

@@ -183,13 +183,21 @@ class Pipeline:
 
     # -- downstream systems ---------------------------------------------------
 
-    def run_downstream(self, system: str, behaviour: Behaviour | None = None) -> DownstreamConsumer:
+    def run_downstream(
+        self,
+        system: str,
+        behaviour: Behaviour | None = None,
+        *,
+        store: ReferenceStore | None = None,
+        group_id: str | None = None,
+    ) -> DownstreamConsumer:
         consumer = DownstreamConsumer(
             system=system,
             bootstrap=self.bootstrap,
             settings=self.settings,
-            store=ReferenceStore(self.workdir / "downstream" / f"{system}.sqlite"),
+            store=store or ReferenceStore(self.workdir / "downstream" / f"{system}.sqlite"),
             behaviour=behaviour or Behaviour(),
+            group_id=group_id,
         )
         thread = threading.Thread(target=consumer.run, name=f"downstream-{system}", daemon=True)
         thread.start()
@@ -290,10 +298,20 @@ class Pipeline:
         return {key: p for p, _, key, _ in self.read_raw(topic) if key is not None}
 
     def read_raw(self, topic: str) -> list[tuple[int, int, bytes | None, bytes]]:
-        """Everything on ``topic`` now, undecoded: (partition, offset, key, value)."""
+        """Everything committed on ``topic`` now, undecoded: (partition, offset, key, value).
+
+        Read committed, as every reader of the audit topic does: its records are
+        written in transactions, and an aborted one is not part of the trail.
+        """
         out: list[tuple[int, int, bytes | None, bytes]] = []
         consumer = Consumer(
-            {**self.client_config, "group.id": "reader", "enable.auto.commit": False}
+            {
+                **self.client_config,
+                "group.id": "reader",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
         )
         try:
             for partition in range(self.partitions):
@@ -302,14 +320,18 @@ class Pipeline:
                 if high <= low:
                     continue
                 consumer.assign([TopicPartition(topic, partition, low)])
-                offset = low
-                while offset < high:
+                while True:
                     msg = consumer.poll(5.0)
                     if msg is None:
-                        raise TimeoutError(f"{topic}[{partition}] stalled at {offset}")
-                    if msg.error():
+                        raise TimeoutError(f"{topic}[{partition}] stalled before {high}")
+                    error = msg.error()
+                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                        break
+                    if error is not None or msg.partition() != partition:
                         continue
-                    offset = msg.offset() + 1
+                    # Transaction markers take offsets too: stop on reaching the end.
+                    if msg.offset() >= high:
+                        break
                     out.append((partition, msg.offset(), msg.key(), msg.value()))
         finally:
             consumer.close()

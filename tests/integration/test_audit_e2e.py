@@ -21,7 +21,7 @@ from agents.audit_verify import VerifyResult, verify_partition
 from agents.clock import SystemClock
 from schemas.audit import AuditEvent
 from tests.integration.events import call_recorded
-from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines
+from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines, wait_decided
 
 
 @pytest.fixture
@@ -141,3 +141,37 @@ def test_audit_chain_verifies_and_forged_records_are_named(pipeline: Pipeline) -
         ).broken
         is None
     )
+
+
+def test_audit_verifies_after_a_worker_is_killed_mid_stream(pipeline: Pipeline) -> None:
+    """kill -9 while decisions are being written: the restarted worker replays what
+    was not committed, and the chain verifies with those replays counted."""
+    pipeline.start()
+    now = datetime.now(UTC)
+    events = [
+        call_recorded(
+            f"cust-crash-{i}",
+            f"rec-crash-{i}",
+            event_id=f"ev-crash-{i}",
+            when=now - timedelta(days=1),
+        )
+        for i in range(400)
+    ]
+    pipeline.publish_many(events)
+    pipeline.wait_for_models(
+        pipeline.names.audit, AuditEvent, lambda es: len(es) > 0, what="decisions being written"
+    )
+    pipeline.kill()
+    pipeline.start()
+    wait_decided(pipeline, events, "every recording decided after the restart")
+    assert pipeline.stop() == 0
+
+    intact = cli_verify(pipeline)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    for partition in range(pipeline.partitions):
+        result = verify(pipeline, partition)
+        assert result.broken is None
+        audit = [e for p, _, e in pipeline.read(pipeline.names.audit) if p == partition]
+        # One audit event per recording decision: any input decided twice is a replay.
+        assert result.replayed + result.redecided == len(audit) - len({e.source for e in audit})
+        assert result.duplicates == 0

@@ -1,8 +1,10 @@
 """The privacy desk's CLI against a real broker and a real worker (N9-N13).
 
-``lifecycle desk subject`` and ``lifecycle desk requests [--overdue]`` read the
-worker's ``<app_id>-subjects-changelog`` topic; here they run as subprocesses
-with the pipeline's environment, as the privacy desk would run them. The worker
+``lifecycle desk subject`` and ``lifecycle desk requests [--overdue]`` bring the
+desk's read model (SQLite under the pipeline's var dir) up to date with the
+worker's state changelog and the pipeline's topics, then answer from it; here
+they run as subprocesses with the pipeline's environment, as the privacy desk
+would run them. The worker
 uses the demo policy (requests due 5 minutes after receipt) so that a request
 received 5 minutes ago is overdue now.
 """
@@ -23,6 +25,7 @@ from schemas.events import AccessRequested, ErasureRequested, RestrictionRequest
 from tests.integration.events import desk_request, registered
 from tests.integration.pipeline import (
     DEMO_POLICY,
+    LIFECYCLE,
     Pipeline,
     pipelines,
     run_desk,
@@ -160,3 +163,20 @@ def test_desk_shows_a_subjects_records_and_requests_and_lists_the_overdue_ones(
     assert line.split()[1:5] == ["overdue", late, late_request, "erasure"]
     # In progress, or failed once the silent CRM's command is escalated: open either way.
     assert line.split()[5] in ("in_progress", "failed")
+
+
+def test_the_desk_names_the_app_id_setting_when_the_changelog_is_not_found(
+    pipeline: Pipeline,
+) -> None:
+    env = {k: v for k, v in pipeline.env.items() if k != "LIFECYCLE_APP_ID"}
+    result = subprocess.run(
+        [str(LIFECYCLE), "desk", "requests"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "data-lifecycle-subjects-changelog" in result.stderr
+    assert "LIFECYCLE_APP_ID" in result.stderr

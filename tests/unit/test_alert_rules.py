@@ -35,8 +35,10 @@ REQUIRED_ALERTS = {
     "LifecycleCommandEscalated",
     "LifecycleTimerLagHigh",
     "LifecycleDeadLetterRateHigh",
+    "LifecycleItemsParked",
     "LifecycleConsumerLagGrowing",
     "LifecycleWorkerDown",
+    "LifecycleAuditWriteFailing",
 }
 
 # PromQL words that are not metric names.

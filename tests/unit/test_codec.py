@@ -16,7 +16,7 @@ from hypothesis import given, settings
 
 from schemas.base import Frozen
 from schemas.commands import Command, CommandAck
-from schemas.deadletter import DeadLetter, ReasonClass
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import INPUT_EVENTS, CallRecorded
 from schemas.registry import catalog, parse_record_schema
 from streams.codec import (
@@ -197,6 +197,25 @@ def test_current_writer_is_read_by_v1_reader() -> None:
     assert "original_value_size" not in record
     assert record["reason"] == "unknown framing byte 0x00"
     assert record["original_value"] == b"\x00\x01garbage"
+
+
+def test_parked_dead_letter_is_read_by_v2_reader() -> None:
+    # A v2 tool reading a parked item still sees where it came from and why.
+    entry = catalog().entry(DeadLetter)
+    v2 = entry.history[1]
+    assert v2.version == 2
+    parked = _dead_letter().model_copy(
+        update={
+            "reason_class": ReasonClass.INVALID_MODEL,
+            "failure_class": FailureClass.UNKNOWN_TOPIC,
+        }
+    )
+    data = Codec().encode(parked)
+    record = schemaless_reader(io.BytesIO(data[10:]), entry.parsed, v2.parsed)
+    assert isinstance(record, dict)
+    assert "failure_class" not in record
+    assert (record["reason_class"], record["offset"]) == ("invalid_model", 17)
+    assert decode(Codec(), data) == parked
 
 
 def test_v1_writer_through_the_registry_is_resolved() -> None:

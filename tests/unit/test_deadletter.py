@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.base import Frozen
-from schemas.deadletter import DeadLetter, ReasonClass
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import CallRecorded
 from streams.codec import Codec
-from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter
+from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter, parked
 from tests.unit.test_schemas_strategies import NOW, PROPERTY, any_model
 
 CODEC = Codec()
@@ -163,3 +163,31 @@ def test_log_line_has_no_payload(caplog: pytest.LogCaptureFixture) -> None:
     for secret in (secret_key.decode(), "rec-private", "someone-else"):
         assert secret not in line
         assert secret not in result.reason
+
+
+def test_parked_item_keeps_the_message_and_fits(caplog: pytest.LogCaptureFixture) -> None:
+    codec = Codec(max_message_bytes=20_000)
+    value = b"\xc3\x01" + b"y" * 50_000
+    dead = parked(
+        b"cust-1",
+        value,
+        TOPIC,
+        3,
+        7,
+        NOW,
+        failure_class=FailureClass.UNKNOWN_TOPIC,
+        reason="command to t.cmd.gone parked: unknown_topic (UnknownTopicOrPartitionError)",
+        max_message_bytes=codec.max_message_bytes,
+    )
+    assert (dead.topic, dead.partition, dead.offset) == (TOPIC, 3, 7)
+    assert dead.failure_class is FailureClass.UNKNOWN_TOPIC
+    assert dead.reason_class is ReasonClass.INVALID_MODEL
+    assert dead.original_value_size == len(value)
+    assert dead.original_value is not None
+    assert value.startswith(dead.original_value)
+    encoded = codec.encode(dead)
+    assert len(encoded) <= codec.max_message_bytes
+    assert codec.decode(encoded, now=NOW) == dead
+    with caplog.at_level(logging.WARNING):
+        log_dead_letter(dead)
+    assert "parked=unknown_topic" in caplog.records[0].getMessage()

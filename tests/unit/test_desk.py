@@ -1,195 +1,184 @@
-"""Privacy-desk views on SubjectState objects and responses (no broker needed)."""
+"""The desk's plain-text views and rendered answers, from the read model (no broker)."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from agents import desk
-from agents.desk_cli import desk_group
-from agents.rules.state import SubjectState
+from agents.clock import FakeClock
 from agents.rules.testing import Harness
+from desk import answers, text
+from desk.cli import desk_group
+from desk.readmodel import queries
+from desk.readmodel.store import Store
 from schemas.base import DataCategory, DocumentType, LegalBasis
-from schemas.events import (
-    AccessRequested,
-    ComplaintReceived,
-    ErasureRequested,
-    RequestRefused,
-)
-from schemas.responses import RequestResponse, ResponseStatus
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
+from schemas.events import AccessRequested, ErasureRequested, RequestRefused
 from tests.unit.builders import NOTICE, identity_evidence, register
+from tests.unit.desk_topics import AUDIT_KEY, TOPICS, Recorder
 
 T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
 
 
-def _subject(subject_id: str, *, erasure: bool = True, access: bool = False) -> Harness:
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(
+        f"sqlite:///{tmp_path / 'desk.sqlite'}",
+        topics=TOPICS,
+        audit_key=AUDIT_KEY,
+        clock=FakeClock(T0),
+    )
+    yield s
+    s.close()
+
+
+def _subject(rec: Recorder, subject_id: str, *, erasure: bool = True) -> Harness:
     h = Harness(NOTICE, T0, subject_id=subject_id)
-    register(
+    rec.decision(
         h,
-        "form-1",
-        "crm",
-        DataCategory.FORMS_SURVEYS,
-        "sales-enquiries",
-        basis=LegalBasis.LEGITIMATE_INTERESTS,
+        register(
+            h,
+            "form-1",
+            "crm",
+            DataCategory.FORMS_SURVEYS,
+            "sales-enquiries",
+            basis=LegalBasis.LEGITIMATE_INTERESTS,
+        ),
     )
     if erasure:
-        h.send(h.event(ErasureRequested, request_id=f"{subject_id}-erase"))
-    if access:
-        h.send(h.event(AccessRequested, request_id=f"{subject_id}-access"))
+        rec.send(h, h.event(ErasureRequested, request_id=f"{subject_id}-erase"))
     return h
 
 
-def _state(h: Harness) -> SubjectState:
-    assert h.state is not None
-    return h.state
-
-
-@pytest.mark.parametrize(
-    ("now", "overdue_only", "expected"),
-    [
-        (T0, False, ["c-1", "a-erase", "b-erase", "b-access"]),
-        (T0 + timedelta(days=32), False, ["c-1", "a-erase", "b-erase", "b-access"]),
-        (T0 + timedelta(days=32), True, ["c-1", "a-erase", "b-erase"]),
-        (T0 + timedelta(days=20), True, []),
-    ],
-)
-def test_open_requests_by_due_date(now: datetime, overdue_only: bool, expected: list[str]) -> None:
-    a = _subject("a")
-    b = _subject("b", access=True)
-    c = _subject("c", erasure=False)
-    c.send(c.event(ComplaintReceived, complaint_id="c-1", summary="late"))  # due 3 Apr
-    rows = desk.open_requests([_state(b), _state(a), _state(c)], now, overdue_only=overdue_only)
-    assert [r.request_id for r in rows] == expected
-
-
-def test_open_requests_skip_closed_and_placeholders() -> None:
-    h = _subject("a")
-    h.send(h.event(RequestRefused, request_id="a-erase", reason="unfounded"))
-    identity_evidence(h, "e1", DocumentType.PASSPORT, req="later")
-    assert desk.open_requests([_state(h)], T0) == []
+def _view(store: Store, subject_id: str, now: datetime = T0) -> queries.SubjectView:
+    with store.engine.connect() as conn:
+        return queries.subject_view(conn, subject_id, store.ref(subject_id), now)
 
 
 @pytest.mark.parametrize(
     ("now", "bucket"),
     [(T0, "later"), (T0 + timedelta(days=28), "due_7d"), (T0 + timedelta(days=40), "overdue")],
 )
-def test_format_requests_shows_bucket_and_awaiting_identity(now: datetime, bucket: str) -> None:
-    h = _subject("a", access=True)
-    text = desk.format_requests(desk.open_requests([_state(h)], now))
-    erase_line, access_line = text.splitlines()[1:]
+def test_format_requests_shows_bucket_and_awaiting_identity(
+    store: Store, now: datetime, bucket: str
+) -> None:
+    rec = Recorder()
+    h = _subject(rec, "a")
+    rec.send(h, h.event(AccessRequested, request_id="a-access"))
+    store.apply(rec.take())
+    with store.engine.connect() as conn:
+        shown = text.format_requests(queries.requests_by_deadline(conn, now))
+    header, erase_line, access_line = shown.splitlines()
+    assert header.split()[:3] == ["DUE", "(UK)", "BUCKET"]
     assert erase_line.split()[:4] == ["2024-04-04", bucket, "a", "a-erase"]
     assert access_line.split()[:2] == ["awaiting-identity", "-"]
 
 
-def test_describe_subject_lists_records_requests_and_commands() -> None:
-    h = _subject("a", access=True)
-    text = desk.describe_subject(_state(h), T0)
-    assert "crm/form-1  forms_surveys" in text
-    assert "open requests: 2" in text
-    assert "awaiting identity (clock not started)" in text
-    assert "missing=one photographic ID" in text
-    assert "outstanding commands: 1" in text
-    assert "delete -> crm" in text
+def test_describe_subject_lists_records_requests_and_commands(store: Store) -> None:
+    rec = Recorder()
+    h = _subject(rec, "a")
+    rec.send(h, h.event(AccessRequested, request_id="a-access"))
+    store.apply(rec.take())
+    shown = text.describe_subject(_view(store, "a"))
+    assert "subject a\n" in shown
+    assert "crm/form-1  forms_surveys" in shown
+    assert "open requests: 2" in shown
+    assert "awaiting identity (clock not started)" in shown
+    assert "missing=one photographic ID" in shown
+    assert "outstanding commands: 1" in shown
+    assert "delete -> crm" in shown
 
 
-@pytest.mark.parametrize(
-    ("log", "expected"),
-    [
-        ([(b"a", "A1"), (b"b", "B1"), (b"a", "A2")], {"a": "A2", "b": "B1"}),
-        ([(b"a", "A1"), (b"a", None)], {}),
-        ([(b"a", "A1"), (b"a", None), (b"a", "A3"), (None, "B1")], {"a": "A3"}),
-    ],
-)
-def test_latest_states_keeps_the_last_value_per_key(
-    log: list[tuple[bytes | None, str | None]], expected: dict[str, str]
-) -> None:
-    versions = {
-        "A1": _state(_subject("a", erasure=False)),
-        "A2": _state(_subject("a")),
-        "A3": _state(_subject("a", access=True)),
-        "B1": _state(_subject("b")),
-    }
-    messages = [
-        (key, None if v is None else versions[v].model_dump_json().encode()) for key, v in log
-    ]
-    assert desk.latest_states(messages) == {k: versions[v] for k, v in expected.items()}
+def _latest(store: Store, subject_id: str, request_id: str) -> object:
+    with store.engine.connect() as conn:
+        found = queries.responses(conn, subject_id, request_id)
+    assert found
+    return found[-1]
 
 
-def _responses(h: Harness) -> list[RequestResponse]:
-    return [r for d in h.decisions for r in d.responses]
-
-
-def _verified_access(h: Harness, request_id: str) -> None:
-    h.send(h.event(AccessRequested, request_id=request_id))
+def test_render_an_access_report_as_html(store: Store) -> None:
+    rec = Recorder()
+    h = _subject(rec, "a", erasure=False)
+    rec.send(h, h.event(AccessRequested, request_id="r-1"))
     for evidence_id, kind in (("p", DocumentType.PASSPORT), ("b", DocumentType.BIRTH_CERTIFICATE)):
-        identity_evidence(h, evidence_id, kind, req=request_id)
+        rec.decision(h, identity_evidence(h, evidence_id, kind, req="r-1"))
     for command in list(h.decisions[-1].commands):
-        h.ack(command)
+        rec.decision(h, h.ack(command))
+    store.apply(rec.take())
+    answer = answers.render(_latest(store, "a", "r-1"))
+    assert answer.kind == "html"
+    assert "<html" in answer.text
+    assert "SmartComms Limited" in answer.text
 
 
-@pytest.mark.parametrize(
-    ("scenario", "kind", "needle"),
-    [
-        ("access", "html", "<html"),
-        ("refused", "text", "Manifestly unfounded"),
-        ("partial", "text", "refused in part"),
-    ],
-)
-def test_render_latest_response(scenario: str, kind: str, needle: str) -> None:
-    h = _subject("a", erasure=False)
-    if scenario == "access":
-        _verified_access(h, "r-1")
-    elif scenario == "refused":
-        h.send(h.event(ErasureRequested, request_id="r-1"))
-        h.send(h.event(RequestRefused, request_id="r-1", reason="Manifestly unfounded"))
-    else:
-        # An erasure answered in part (no body: the letter is built from the reasons).
-        h.send(h.event(ErasureRequested, request_id="r-1"))
-        done = h.ack(h.decisions[-1].commands[0]).responses[-1]
-        kept = {
-            "record_id": "inv-1",
-            "system": "billing-db",
-            "category": "billing",
-            "reason": "Kept for seven years (legal obligation)",
-        }
-        partial = RequestResponse.model_validate(
-            {
-                **done.model_dump(),
-                "status": ResponseStatus.PARTIALLY_REFUSED,
-                "kept": [kept],
-                "issued_at": done.issued_at + timedelta(seconds=1),
-            }
-        )
-        h.decisions[-1].responses.append(partial)
-    response = desk.latest_response(_responses(h), "r-1")
-    assert response is not None
-    got_kind, text = desk.render_response(response)
-    assert got_kind == kind
-    assert needle in text
+def test_render_a_refusal_letter(store: Store) -> None:
+    rec = Recorder()
+    h = _subject(rec, "a")
+    rec.send(h, h.event(RequestRefused, request_id="a-erase", reason="Manifestly unfounded"))
+    store.apply(rec.take())
+    answer = answers.render(_latest(store, "a", "a-erase"))
+    assert answer.kind == "text"
+    assert "Manifestly unfounded" in answer.text
+    assert "Information Commissioner" in answer.text
 
 
-def test_render_refuses_an_answer_not_ready() -> None:
-    h = _subject("a", erasure=False)
-    h.send(h.event(AccessRequested, request_id="r-1"))
-    response = desk.latest_response(_responses(h), "r-1")
-    assert response is not None
-    with pytest.raises(ValueError, match="awaiting_identity"):
-        desk.render_response(response)
+def test_render_refuses_an_answer_not_ready(store: Store) -> None:
+    rec = Recorder()
+    h = _subject(rec, "a", erasure=False)
+    rec.send(h, h.event(AccessRequested, request_id="r-1"))
+    store.apply(rec.take())
+    with pytest.raises(answers.NothingToRender, match="awaiting_identity"):
+        answers.render(_latest(store, "a", "r-1"))
 
 
-def test_access_report_body_round_trips_to_html_with_controller() -> None:
-    h = _subject("a", erasure=False)
-    _verified_access(h, "r-1")
-    response = desk.latest_response(_responses(h), "r-1")
-    assert response is not None
-    assert json.loads(response.body_json or "{}")["request_id"] == "r-1"
-    kind, html = desk.render_response(response)
-    assert kind == "html"
-    assert "SmartComms Limited" in html
+def test_cli_commands() -> None:
+    assert sorted(desk_group.commands) == [
+        "hash-password",
+        "parked",
+        "project",
+        "render",
+        "requests",
+        "serve",
+        "subject",
+    ]
 
 
-def test_changelog_topic_and_cli_commands() -> None:
-    assert desk.changelog_topic("data-lifecycle") == "data-lifecycle-subjects-changelog"
-    assert sorted(desk_group.commands) == ["render", "requests", "subject"]
+def _letter(offset: int, minutes: int, failure: FailureClass | None) -> DeadLetter:
+    return DeadLetter(
+        topic="t.in.privacy-desk",
+        partition=1,
+        offset=offset,
+        original_key=b"cust-7",
+        original_value=b"secret payload",
+        reason_class=ReasonClass.INVALID_MODEL if failure else ReasonClass.TRUNCATED,
+        reason="output to t.cmd.gone not delivered: unknown_topic (KafkaException)"
+        if failure
+        else "cut short",
+        failed_at=datetime(2026, 3, 1, 9, minutes, tzinfo=UTC),
+        failure_class=failure,
+    )
+
+
+def test_parked_items_oldest_first_without_payload(store: Store) -> None:
+    rec = Recorder()
+    for letter in (
+        _letter(9, 30, FailureClass.RECORD_TOO_LARGE),
+        _letter(4, 10, FailureClass.UNKNOWN_TOPIC),
+        _letter(5, 20, None),  # undecodable input: not parked, a dead letter
+    ):
+        rec.model(TOPICS.names.dead_letter, letter)
+    store.apply(rec.take())
+    with store.engine.connect() as conn:
+        lines = text.format_parked(queries.parked(conn)).splitlines()
+        every = text.format_parked(queries.parked(conn, include_undecodable=True))
+    assert lines[0].split() == ["FAILED", "AT", "CLASS", "SOURCE", "SUBJECT", "REASON"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["2026-03-01T09:10:00+00:00", "unknown_topic", "t.in.privacy-desk/1@4", "cust-7"],
+        ["2026-03-01T09:30:00+00:00", "record_too_large", "t.in.privacy-desk/1@9", "cust-7"],
+    ]
+    assert "undecodable:truncated" in every
+    assert "secret payload" not in every
+    assert text.format_parked([]) == "nothing parked\n"

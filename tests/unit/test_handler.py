@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -13,14 +13,16 @@ from prometheus_client import CollectorRegistry
 from tenacity import wait_none
 
 import agents.handler as handler_module
-from agents.audit_chain import ChainHead, verify_chain
+from agents.audit_chain import ChainHead, link, verify_chain
 from agents.clock import FakeClock
-from agents.handler import Handler, RawMessage
+from agents.failures import RetryPolicy
+from agents.handler import Handler, RawMessage, Sender
 from agents.metrics import LifecycleMetrics
+from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
 from agents.rules.state import SubjectState
 from agents.scheduler import Schedule, ScheduleEntry
-from schemas.audit import AuditEvent
+from schemas.audit import AuditEvent, AuditSource
 from schemas.commands import Action, Command
 from schemas.deadletter import DeadLetter, ReasonClass
 from schemas.events import CallRecorded
@@ -32,17 +34,6 @@ from streams.topics import TopicNames
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 NAMES = TopicNames("t")
 CODEC = Codec()
-
-
-class FakeChain:
-    def __init__(self) -> None:
-        self.heads: dict[int, ChainHead] = {}
-
-    async def head(self, partition: int) -> ChainHead:
-        return self.heads.get(partition, ChainHead.genesis())
-
-    def advance(self, partition: int, head: ChainHead) -> None:
-        self.heads[partition] = head
 
 
 class Sent:
@@ -65,6 +56,44 @@ class Sent:
 
     def on(self, topic: str) -> list[Any]:
         return [m for t, _, m, _ in self.records if t == topic]
+
+
+class FakeAudit:
+    """Links entries as the audit writer does and hands them to the fake sender."""
+
+    def __init__(self, send: Sender) -> None:
+        self.send = send
+        self.heads: dict[int, ChainHead] = {}
+
+    async def append(
+        self,
+        partition: int,
+        entries: Sequence[AuditEntry],
+        *,
+        source: AuditSource,
+        decided_at: datetime,
+    ) -> Awaitable[None]:
+        head = self.heads.get(partition, ChainHead.genesis())
+        pending = []
+        for index, entry in enumerate(entries):
+            event = link(
+                head,
+                entry,
+                partition=partition,
+                key=b"k",
+                decided_at=decided_at,
+                source=source,
+                entry_index=index,
+            )
+            head = ChainHead.of(event)
+            pending.append(await self.send(NAMES.audit, None, CODEC.encode(event), partition))
+        self.heads[partition] = head
+
+        async def committed() -> None:
+            for delivery in pending:
+                await delivery
+
+        return committed()
 
 
 class StateAfterConfirm(dict[bytes, bytes]):
@@ -92,11 +121,10 @@ def world() -> dict[str, Any]:
         clock=clock,
         names=NAMES,
         metrics=LifecycleMetrics.create(CollectorRegistry(), version="t", policy_version="t"),
-        audit_key=b"k",
         subjects=subjects,
         schedule_table=schedule_table,
         schedule=schedule,
-        chain=FakeChain(),
+        audit=FakeAudit(sent),
         send=sent,
     )
     return {
@@ -135,6 +163,8 @@ def test_event_is_stored_and_scheduled_not_deleted(world: dict[str, Any]) -> Non
     assert world["sent"].on(NAMES.command("call-recorder")) == []
     audit = world["sent"].on(NAMES.audit)
     assert [a.decision for a in audit] == ["retention-scheduled"]
+    # The audit event names the input it was decided on, so a replay is recognisable.
+    assert audit[0].source == (NAMES.input("telephony"), 0, 0)
 
 
 def test_tick_at_due_sends_delete_and_chains_audit(world: dict[str, Any]) -> None:
@@ -193,7 +223,7 @@ def test_unreachable_registry_is_retried_not_dead_lettered(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler: Handler = world["handler"]
-    handler.registry_retry_wait = wait_none()
+    handler.retry = RetryPolicy(wait=wait_none())
     real_decode = CODEC.decode
     failures = iter([RegistryUnavailable("down"), RegistryUnavailable("still down")])
 
@@ -225,6 +255,7 @@ def test_failed_delivery_stops_before_state_is_written(world: dict[str, Any]) ->
         raise Stopped from exc
 
     handler.send = failing
+    handler.audit = FakeAudit(failing)
     handler.on_delivery_failure = stop
     with pytest.raises(Stopped):
         run(world, NAMES.input("telephony"), b"cust-1", CODEC.encode(recording()))

@@ -262,7 +262,7 @@ def test_dockerfile() -> None:
     (user,) = by_op["USER"]
     assert user.split(":")[0] not in {"0", "root"}
     assert by_op["ENTRYPOINT"] == ['["lifecycle"]']
-    for copied in ("pyproject.toml", "constraints.txt", "streams", "schemas", "agents"):
+    for copied in ("pyproject.toml", "constraints.txt", "streams", "schemas", "agents", "desk"):
         assert any(copied in c for c in by_op["COPY"]), copied
 
 
@@ -353,7 +353,7 @@ def acl_lines(**env: str) -> list[dict[str, Any]]:
         resource = next(
             (w.lstrip("-"), words[i + 1])
             for i, w in enumerate(words)
-            if w in {"--topic", "--group", "--cluster"}
+            if w in {"--topic", "--group", "--cluster", "--transactional-id"}
         )
         acls.append(
             {
@@ -418,6 +418,17 @@ def test_only_the_worker_writes_internal_topics_and_reads_changelogs() -> None:
         assert not (kind == "topic" and name in {"lc.dead-letter", "lc.responses"}), acl
         assert not (acl["prefixed"] and acl["ops"] & {"Read", "Write"} and kind == "topic"), acl
     assert internal | {"lc.cmd.", "app-"} <= worker_writes
+
+
+def test_only_the_worker_may_take_over_the_audit_transactional_ids() -> None:
+    from agents.audit_writer import transactional_id
+
+    transactional = [a for a in acl_lines(APP_ID="app") if a["resource"][0] == "transactional-id"]
+    assert [(a["principal"], a["ops"], a["prefixed"]) for a in transactional] == [
+        ("User:lifecycle-worker", {"Write", "Describe"}, True)
+    ]
+    (acl,) = transactional
+    assert transactional_id("app", 7).startswith(acl["resource"][1])
 
 
 def test_acl_script_refuses_to_run_without_a_cluster() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,10 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "lifecycle_requests_closed_total": ("counter", {"request_type", "outcome"}),
     "lifecycle_requests_open": ("gauge", {"request_type", "bucket"}),
     "lifecycle_audit_events_written_total": ("counter", {"event_type"}),
+    "lifecycle_audit_write_errors_total": ("counter", {"operation", "outcome"}),
     "lifecycle_consumer_lag": ("gauge", {"topic", "partition"}),
+    "lifecycle_items_parked_total": ("counter", {"topic", "failure_class"}),
+    "lifecycle_transient_retries_total": ("counter", {"step"}),
 }
 
 FORBIDDEN_LABEL_PARTS = {
@@ -346,6 +350,7 @@ def test_declare_creates_zero_series_for_alerted_counters(
         actions=["delete", "suppress_marketing"],
         request_types=["erasure"],
         dead_letter_topics=["lifecycle.in.crm"],
+        retry_steps=["send"],
     )
     for name in (
         "lifecycle_commands_escalated_total",
@@ -364,6 +369,45 @@ def test_declare_creates_zero_series_for_alerted_counters(
         )
         == 0.0
     )
+    assert (
+        sample(
+            registry,
+            "lifecycle_items_parked_total",
+            topic="lifecycle.in.crm",
+            failure_class="unknown_topic",
+        )
+        == 0.0
+    )
+    assert sample(registry, "lifecycle_transient_retries_total", step="send") == 0.0
+
+
+def test_parked_and_retries_are_counted(
+    registry: CollectorRegistry, metrics: LifecycleMetrics
+) -> None:
+    metrics.observe_parked("t.in.crm", "record_too_large")
+    metrics.observe_parked("t.in.crm", "free text from somewhere")
+    metrics.observe_retry("send")
+    parked = "lifecycle_items_parked_total"
+    assert sample(registry, parked, topic="t.in.crm", failure_class="record_too_large") == 1.0
+    assert sample(registry, parked, topic="t.in.crm", failure_class="other") == 1.0
+    assert sample(registry, "lifecycle_transient_retries_total", step="send") == 1.0
+
+
+def test_a_failing_observer_never_raises(
+    metrics: LifecycleMetrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("cust-1@example.com")
+
+    monkeypatch.setattr(Counter, "inc", broken)
+    with caplog.at_level(logging.ERROR):
+        metrics.observe_event("t.in.crm", "CallRecorded")
+        metrics.observe_command("crm", "delete", "N7")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "metric observe_event failed (RuntimeError); ignored",
+        "metric observe_command failed (RuntimeError); ignored",
+    ]
 
 
 def test_consumer_lag_from_a_faust_monitor(

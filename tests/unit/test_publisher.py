@@ -9,7 +9,7 @@ import click
 import pytest
 
 from schemas.commands import Command
-from schemas.deadletter import DeadLetter, ReasonClass
+from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import CallRecorded, MarketingOptOutReceived
 from streams.cli import jsonable, model_for, render
 from streams.deadletter import Decoded
@@ -103,7 +103,11 @@ def test_render_undecodable_and_dead_letter_records() -> None:
     assert shown["type"] == "DeadLetter"
     assert shown["dead_letter"] == {
         "reason_class": "truncated",
+        "failure_class": None,
         "reason": "cut",
         "source": "x.in.crm/1@9",
     }
     assert shown["value"]["original_value"] == "AQ=="
+    parked = _letter().model_copy(update={"failure_class": FailureClass.UNKNOWN_TOPIC})
+    shown = render(Decoded(parked, None, "x.dead-letter", 0, 4))
+    assert shown["dead_letter"]["failure_class"] == "unknown_topic"

@@ -1,0 +1,250 @@
+"""The transactional audit writer on the real broker: fencing and crash replays.
+
+Two writers for one partition (the same app id, as two workers have): the
+newer one fences the older, whose append fails visibly and leaves the chain
+intact. A batch replayed after a crash (the same inputs decided again, through
+the real handler) is recognised by ``lifecycle audit verify``'s checker as a
+replay, not as tampering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from agents.audit_verify import VerifyResult, verify_partition
+from agents.audit_writer import AuditFenced, AuditWriter, KafkaAuditTopic
+from agents.clock import FakeClock, SystemClock
+from agents.handler import Handler, RawMessage
+from agents.kafka_errors import is_fenced
+from agents.metrics import LifecycleMetrics
+from agents.rules.context import AuditEntry
+from agents.rules.policy import load_policy
+from agents.scheduler import Schedule
+from schemas.audit import AuditEvent, AuditSource
+from streams.codec import Codec
+from streams.settings import REPO_ROOT
+from streams.topics import TopicNames
+from tests.integration.conftest import TopicFactory
+from tests.integration.events import call_recorded
+
+KEY = b"integration-audit-key"
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+CODEC = Codec()
+
+
+def kafka_topic(bootstrap: str, topic: str, app_id: str) -> KafkaAuditTopic:
+    return KafkaAuditTopic(
+        topic=topic,
+        app_id=app_id,
+        client_config={"bootstrap.servers": bootstrap},
+        codec=CODEC,
+        clock=SystemClock(),
+    )
+
+
+def writer(audit: KafkaAuditTopic) -> tuple[AuditWriter, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = LifecycleMetrics.create(registry, version="t", policy_version="t")
+    return AuditWriter(key=KEY, metrics=metrics, open_log=audit.open), registry
+
+
+def entry(n: int) -> AuditEntry:
+    return AuditEntry(
+        subject_id=f"cust-{n}",
+        controller_id="smartcomms",
+        rule_id="N7.call-recordings",
+        policy_version="p1",
+        decision="retention-scheduled",
+        event_ids_in=[f"ev-{n}"],
+        event_time=T0,
+    )
+
+
+async def write(w: AuditWriter, *offsets: int) -> None:
+    commits = [
+        await w.append(0, [entry(o)], source=AuditSource("in", 0, o), decided_at=T0)
+        for o in offsets
+    ]
+    await asyncio.gather(*commits)
+
+
+def verify(bootstrap: str, topic: str, partition: int = 0) -> VerifyResult:
+    return verify_partition(
+        {"bootstrap.servers": bootstrap}, topic, partition, CODEC, SystemClock(), KEY
+    )
+
+
+def committed_events(bootstrap: str, topic: str) -> list[AuditEvent]:
+    events: list[AuditEvent] = []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        while True:
+            msg = consumer.poll(10)
+            assert msg is not None, "the audit partition did not answer"
+            error = msg.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                return events
+            assert error is None, error
+            event = CODEC.decode(msg.value(), None, now=T0, check_key=False)
+            assert isinstance(event, AuditEvent)
+            events.append(event)
+    finally:
+        consumer.close()
+
+
+def errors(registry: CollectorRegistry, operation: str, outcome: str) -> float | None:
+    return registry.get_sample_value(
+        "lifecycle_audit_write_errors_total", {"operation": operation, "outcome": outcome}
+    )
+
+
+def test_an_older_writer_is_fenced_and_the_chain_stays_intact(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    topic = new_topic("audit", partitions=1)
+    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    old, old_registry = writer(kafka_topic(kafka_bootstrap, topic, app_id))
+    new, _ = writer(kafka_topic(kafka_bootstrap, topic, app_id))
+
+    async def scenario() -> None:
+        await write(old, 0, 1)
+        # `old` is linked and ready to commit when `new` takes the partition over.
+        pending = await old.append(0, [entry(2)], source=AuditSource("in", 0, 2), decided_at=T0)
+        await write(new, 2, 3)
+        with pytest.raises(AuditFenced):
+            await pending
+        with pytest.raises(AuditFenced):
+            await write(old, 4)
+        await old.close()
+        await new.close()
+
+    asyncio.run(scenario())
+    assert errors(old_registry, "commit", "fenced") == 1
+    events = committed_events(kafka_bootstrap, topic)
+    assert [e.source_offset for e in events] == [0, 1, 2, 3]
+    assert [e.sequence for e in events] == [0, 1, 2, 3]
+    result = verify(kafka_bootstrap, topic)
+    assert result.broken is None
+    assert (result.checked, result.replayed, result.duplicates) == (4, 0, 0)
+
+
+def test_a_transaction_open_when_its_writer_is_fenced_never_reaches_the_chain(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    topic = new_topic("audit", partitions=1)
+    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    audit = kafka_topic(kafka_bootstrap, topic, app_id)
+    first, _ = writer(audit)
+    asyncio.run(write(first, 0))
+    # A zombie writer in mid-transaction: its record is on the log, uncommitted.
+    zombie = audit.open(0)
+    zombie.fence()
+    head = zombie.read_head()
+    assert head.sequence == 0
+    zombie.producer.begin_transaction()
+    forged = committed_events(kafka_bootstrap, topic)[0].model_copy(update={"sequence": 1})
+    zombie.producer.produce(topic, value=CODEC.encode(forged), partition=0)
+    assert zombie.producer.flush(30) == 0
+    successor, _ = writer(audit)
+    asyncio.run(write(successor, 1))  # fences the zombie, aborting its transaction
+    with pytest.raises(KafkaException) as refused:
+        zombie.producer.commit_transaction(30)
+    assert is_fenced(refused.value)
+    with contextlib.suppress(KafkaException):  # a fenced producer reports it again on close
+        zombie.close()
+    # read_committed readers (the worker's head reader, the verifier) never see it.
+    assert [e.source_offset for e in committed_events(kafka_bootstrap, topic)] == [0, 1]
+    result = verify(kafka_bootstrap, topic)
+    assert result.broken is None
+    assert result.checked == 2
+
+
+class Outputs:
+    """Commands and responses: accepted at once (only the audit path is real here)."""
+
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> Awaitable[Any]:
+        async def delivered() -> None:
+            return None
+
+        return delivered()
+
+
+def handler(audit: AuditWriter, subjects: dict[bytes, bytes]) -> Handler:
+    return Handler(
+        codec=CODEC,
+        policy=load_policy(REPO_ROOT / "agents" / "policy" / "notice.yaml"),
+        clock=FakeClock(T0 + timedelta(hours=1)),
+        names=TopicNames("t"),
+        metrics=LifecycleMetrics.create(CollectorRegistry(), version="t", policy_version="t"),
+        subjects=subjects,
+        schedule_table={},
+        schedule=Schedule(),
+        audit=audit,
+        send=Outputs(),
+    )
+
+
+@pytest.mark.parametrize("state_was_stored", [False, True])
+def test_a_batch_replayed_after_a_crash_is_recognised_by_the_verifier(
+    kafka_bootstrap: str, new_topic: TopicFactory, state_was_stored: bool
+) -> None:
+    topic = new_topic("audit", partitions=1)
+    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    source_topic = TopicNames("t").input("telephony")
+    batch = [
+        RawMessage(
+            source_topic,
+            0,
+            offset,
+            f"cust-{offset}".encode(),
+            CODEC.encode(
+                call_recorded(f"cust-{offset}", f"rec-{offset}", event_id=f"ev-{offset}", when=T0)
+            ),
+        )
+        for offset in range(10)
+    ]
+    stored: dict[bytes, bytes] = {}
+
+    async def scenario() -> None:
+        before, _ = writer(kafka_topic(kafka_bootstrap, topic, app_id))
+        await handler(before, stored).handle_batch([(raw, None) for raw in batch[:6]])
+        # The worker crashes after deciding inputs 6-9 (audit committed), before
+        # their offsets are committed; whether their state was stored varies.
+        subjects = dict(stored)
+        await handler(before, subjects).handle_batch([(raw, None) for raw in batch[6:]])
+        if state_was_stored:
+            stored.update(subjects)
+        # The restarted worker (a new writer: it fences the old one) replays 6-9.
+        after, _ = writer(kafka_topic(kafka_bootstrap, topic, app_id))
+        await handler(after, stored).handle_batch([(raw, None) for raw in batch[6:]])
+        await after.close()
+
+    asyncio.run(scenario())
+    result = verify(kafka_bootstrap, topic)
+    assert result.broken is None
+    assert result.checked == 14
+    if state_was_stored:
+        # The replayed events were already in the state: decided as duplicates.
+        assert (result.replayed, result.redecided) == (0, 4)
+    else:
+        assert (result.replayed, result.redecided) == (4, 0)

@@ -1,0 +1,194 @@
+"""The reference downstream consumer's core without Kafka: replies, idempotency, atomicity."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agents.downstream import Behaviour, CommandProcessor, ReferenceStore
+from schemas.base import DataCategory
+from schemas.commands import AckOutcome, Action, Command, CommandAck
+from schemas.deadletter import ReasonClass
+from streams.codec import Codec
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+CODEC = Codec()
+TOPIC = "t.cmd.crm"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def command(action: Action = Action.EXPORT, command_id: str = "cmd-1", attempt: int = 1) -> Command:
+    return Command(
+        command_id=command_id,
+        action=action,
+        target_system="crm",
+        subject_id="cust-1",
+        controller_id="smartcomms",
+        record_ids=["r-1", "r-2"],
+        categories=[DataCategory.CORRESPONDENCE],
+        rule_id="N11",
+        request_id="req-1",
+        issued_at=T0,
+        deadline=T0 + timedelta(days=1),
+        attempt=attempt,
+        policy_version="t",
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ReferenceStore:
+    return ReferenceStore(tmp_path / "crm.sqlite")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def processor(
+    store: ReferenceStore, clock: Clock, behaviour: Behaviour | None = None
+) -> CommandProcessor:
+    return CommandProcessor(
+        system="crm", codec=CODEC, store=store, behaviour=behaviour or Behaviour(), clock=clock
+    )
+
+
+def deliver(p: CommandProcessor, c: Command, offset: int = 0) -> tuple[bytes, bool]:
+    reply = p.process(c.subject_id.encode(), CODEC.encode(c), TOPIC, 0, offset)
+    assert reply.dead_letter is None
+    assert reply.ack is not None
+    assert reply.ack_key == c.subject_id.encode()
+    return reply.ack, reply.replayed
+
+
+def ack_of(data: bytes) -> CommandAck:
+    ack = CODEC.decode(data, b"cust-1", now=T0 + timedelta(days=2), expected=(CommandAck,))
+    assert isinstance(ack, CommandAck)
+    return ack
+
+
+def test_a_replayed_export_is_answered_with_its_records(
+    store: ReferenceStore, clock: Clock
+) -> None:
+    p = processor(store, clock)
+    first, replayed = deliver(p, command())
+    assert not replayed
+    exported = ack_of(first).exported
+    assert [r.record_id for r in exported] == ["r-1", "r-2"]
+
+    clock.now += timedelta(hours=1)
+    # Redelivered (offset not committed) and re-sent by the pipeline (attempt 2).
+    again, replayed = deliver(p, command())
+    resent, _ = deliver(p, command(attempt=2), offset=1)
+    assert replayed
+    assert again == first
+    assert resent == first
+    # Carried out once.
+    assert store.effects("cmd-1") == [("export", "r-1"), ("export", "r-2")]
+
+
+def test_the_store_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
+    first, _ = deliver(processor(ReferenceStore(tmp_path / "s.sqlite"), clock), command())
+    reopened = ReferenceStore(tmp_path / "s.sqlite")
+    again, replayed = deliver(processor(reopened, clock), command())
+    assert (again, replayed) == (first, True)
+
+
+def _refuse_inserts_into(store: ReferenceStore, table: str) -> None:
+    db = sqlite3.connect(store.path)
+    db.execute(
+        f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("failing", ["outcomes", "effects"])
+def test_acting_and_recording_are_one_transaction(
+    store: ReferenceStore, clock: Clock, failing: str
+) -> None:
+    p = processor(store, clock)
+    _refuse_inserts_into(store, failing)
+    with pytest.raises(sqlite3.IntegrityError):
+        deliver(p, command(Action.DELETE))
+    # Neither the effect nor the record: the redelivered command is done then.
+    assert store.effects("cmd-1") == []
+    assert store.recorded("cmd-1") is None
+
+    db = sqlite3.connect(store.path)
+    db.execute(f"DROP TRIGGER refuse_{failing}")
+    db.commit()
+    db.close()
+    ack, replayed = deliver(p, command(Action.DELETE))
+    assert not replayed
+    assert ack_of(ack).outcome is AckOutcome.DONE
+    assert store.effects("cmd-1") == [("delete", "r-1"), ("delete", "r-2")]
+    recorded = store.recorded("cmd-1")
+    assert recorded is not None
+    assert recorded.ack == ack
+
+
+def test_a_failed_command_is_tried_again(store: ReferenceStore, clock: Clock) -> None:
+    failing = processor(store, clock, Behaviour(fail_actions=frozenset({Action.DELETE})))
+    first, _ = deliver(failing, command(Action.DELETE))
+    assert ack_of(first).outcome is AckOutcome.FAILED
+    assert store.effects("cmd-1") == []
+    second, replayed = deliver(processor(store, clock), command(Action.DELETE))
+    assert not replayed
+    assert ack_of(second).outcome is AckOutcome.DONE
+    assert store.effects("cmd-1") == [("delete", "r-1"), ("delete", "r-2")]
+
+
+def test_an_unreadable_command_is_dead_lettered_not_acted_on(
+    store: ReferenceStore, clock: Clock
+) -> None:
+    reply = processor(store, clock).process(b"cust-1", b"\x00garbage", TOPIC, 2, 41)
+    assert reply.ack is None
+    assert reply.dead_letter is not None
+    assert reply.dead_letter.reason_class is ReasonClass.UNKNOWN_SCHEMA  # 0x00 framing, no registry
+    assert (reply.dead_letter.topic, reply.dead_letter.partition) == (TOPIC, 2)
+    assert reply.dead_letter.offset == 41
+    assert reply.dead_letter.original_value == b"\x00garbage"
+    assert store.count() == 0
+
+
+def test_a_command_under_another_key_is_dead_lettered(store: ReferenceStore, clock: Clock) -> None:
+    reply = processor(store, clock).process(b"cust-2", CODEC.encode(command()), TOPIC, 0, 0)
+    assert reply.dead_letter is not None
+    assert reply.dead_letter.reason_class is ReasonClass.KEY_MISMATCH
+
+
+def test_a_silent_system_answers_nothing(store: ReferenceStore, clock: Clock) -> None:
+    reply = processor(store, clock, Behaviour(silent=True)).process(
+        b"cust-1", CODEC.encode(command()), TOPIC, 0, 0
+    )
+    assert (reply.ack, reply.dead_letter) == (None, None)
+
+
+def test_a_store_from_before_acks_were_kept_still_answers(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE outcomes (command_id TEXT PRIMARY KEY, action TEXT,"
+        " outcome TEXT, reason TEXT, export_reference TEXT, done_at TEXT)"
+    )
+    db.execute(
+        "INSERT INTO outcomes VALUES ('cmd-1', 'delete', 'done', NULL, NULL, ?)",
+        (T0.isoformat(),),
+    )
+    db.commit()
+    db.close()
+    ack, replayed = deliver(processor(ReferenceStore(path), clock), command(Action.DELETE))
+    assert replayed
+    assert ack_of(ack).outcome is AckOutcome.DONE
