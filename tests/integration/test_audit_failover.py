@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agents.audit_verify import verify_partition
+from agents.audit_verify import VerifyResult, verify_partition
 from agents.audit_writer import AuditWriter, KafkaAuditTopic
 from agents.clock import SystemClock
 from agents.metrics import LifecycleMetrics
@@ -31,7 +31,7 @@ from streams.broker.admin import admin_client, create_topic, partition_replicas
 from streams.broker.launcher import LocalKafka
 from streams.codec import Codec
 from tests.integration.events import call_recorded
-from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines, wait_decided
+from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines, wait_decided, wait_for
 
 KEY = b"failover-audit-key"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -99,14 +99,32 @@ def test_audit_chain_verifies_after_its_partition_leader_is_killed_under_writes(
 
     asyncio.run(write_through_a_crash())
     survivor = next(i for i in cluster.running_node_ids() if i != leader)
-    result = verify_partition(
-        {"bootstrap.servers": cluster.node_bootstrap(survivor)},
-        topic,
-        0,
-        codec,
-        SystemClock(),
-        KEY,
+
+    def verify() -> VerifyResult:
+        return verify_partition(
+            {"bootstrap.servers": cluster.node_bootstrap(survivor)},
+            topic,
+            0,
+            codec,
+            SystemClock(),
+            KEY,
+        )
+
+    # Right after the election the survivor may not yet serve the last committed
+    # transaction to readers: read again until it does (a record really lost
+    # never shows, and the wait runs out).
+    results = [verify()]
+
+    def shows_everything_written() -> bool:
+        results.append(verify())
+        return results[-1].checked >= len(written)
+
+    wait_for(
+        shows_everything_written,
+        30,
+        f"the chain to show all {len(written)} committed audit records",
     )
+    result = results[-1]
     assert result.broken is None
     assert result.checked == len(written)
     assert (result.duplicates, result.replayed, result.redecided) == (0, 0, 0)
