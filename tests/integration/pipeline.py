@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import PrivateAttr
 
 from agents.downstream import Behaviour, DownstreamConsumer, ReferenceStore
+from agents.failures import Step, classify
 from agents.rules.policy import load_policy
 from schemas.audit import AuditEvent
 from schemas.base import Frozen
@@ -352,7 +353,13 @@ class Pipeline:
 
         def check() -> bool:
             nonlocal found
-            found = self.models(topic, kind)
+            try:
+                found = self.models(topic, kind)
+            except (KafkaException, TimeoutError) as exc:
+                # A leader moving (a fault test kills brokers) is not a result: read again.
+                if isinstance(exc, KafkaException) and not classify(exc, Step.SEND).transient:
+                    raise
+                return False
             return predicate(found)
 
         wait_for(check, timeout, f"timed out waiting on {topic}: {what}", alive=self.process)
