@@ -47,7 +47,7 @@ main.add_command(desk_group)
 @main.command()
 def worker() -> None:
     """Run the Faust worker (creates declared topics first; SIGTERM stops it cleanly)."""
-    from agents.worker import run_worker
+    from agents.runtime.worker import run_worker
 
     run_worker(Settings(), _bootstrap())
 
@@ -78,7 +78,7 @@ def topics_create() -> None:
 @click.option("--silent", is_flag=True, help="Consume but never acknowledge (to test escalation).")
 def downstream(system: str, fail_actions: tuple[str, ...], silent: bool) -> None:
     """Run the reference downstream consumer for one system."""
-    from agents.downstream import Behaviour, DownstreamConsumer, ReferenceStore
+    from agents.tools.downstream import Behaviour, DownstreamConsumer, ReferenceStore
     from schemas.commands import Action
 
     settings = Settings()
@@ -110,7 +110,7 @@ def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> No
     several events (parts of an entry, pages of an erasure) that misses a piece
     is named. Exit 2 when a chain is broken or a proof incomplete.
     """
-    from agents.audit_verify import verify_partition
+    from agents.audit.verify import verify_partition
     from streams.codec import Codec
     from streams.topics import TopicNames
 
@@ -156,6 +156,6 @@ def schemas_check_compat() -> None:
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 def demo(duration: float | None) -> None:
     """Local broker + worker + downstream stores + traffic simulator, with a live summary."""
-    from agents.demo import run_demo
+    from agents.tools.demo import run_demo
 
     run_demo(duration=duration)

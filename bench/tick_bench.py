@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from agents.scheduler import Waker
+from agents.runtime.scheduler import Waker
 from agents.store import keys
 from agents.store.faust_store import RocksEntries
 

@@ -3,7 +3,7 @@
 Before keyed stores, a subject's whole state was one JSON value (``SubjectState``)
 under its id in the same ``subjects`` table. A worker of this version reads
 such a value when it first meets the subject (an event, an ack, or the
-migration sweep's tick: ``agents.worker``), converts it to the keyed layout
+migration sweep's tick: ``agents.runtime.worker``), converts it to the keyed layout
 (``convert``) and deletes the old value in the same write, so a deployment
 upgrades in place by replaying nothing (docs/deployment.md, "Migration").
 

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agents.audit_chain import event_hash, pseudonym
+from agents.audit.chain import event_hash, pseudonym
 from agents.clock import Clock
 from desk.readmodel import contracts, state_projection
 from desk.readmodel import tables as t
@@ -392,7 +392,7 @@ class Store:
         if chain is None:
             chain = batch.chains[m.partition] = _Chain(0, 0, -1, GENESIS_HASH, None)
         if self._duplicate(batch.conn, m.partition, event):
-            # A redelivered copy of an event already in the chain (agents.audit_chain).
+            # A redelivered copy of an event already in the chain (agents.audit.chain).
             chain.duplicates += 1
             chain.changed = True
             return

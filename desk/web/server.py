@@ -25,7 +25,7 @@ def verify_audit(desk: Desk) -> list[Any]:
     """Every partition of the audit topic, checked from its first event now."""
     from confluent_kafka.admin import AdminClient
 
-    from agents.audit_verify import verify_partition
+    from agents.audit.verify import verify_partition
     from streams.codec import Codec
 
     topic = desk.topics.names.audit

@@ -29,9 +29,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import PrivateAttr
 
-from agents.downstream import Behaviour, DownstreamConsumer, ReferenceStore
-from agents.failures import Step, classify
 from agents.rules.policy import load_policy
+from agents.runtime.failures import Step, classify
+from agents.tools.downstream import Behaviour, DownstreamConsumer, ReferenceStore
 from schemas.audit import AuditEvent
 from schemas.base import Frozen
 from schemas.commands import Command

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.downstream import Behaviour
+from agents.tools.downstream import Behaviour
 from schemas.audit import AuditEvent
 from schemas.base import Channel, DataCategory, LegalBasis
 from schemas.commands import AckOutcome, Action, CommandAck

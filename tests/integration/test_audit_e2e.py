@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.audit_chain import event_hash
-from agents.audit_verify import VerifyResult, verify_partition
+from agents.audit.chain import event_hash
+from agents.audit.verify import VerifyResult, verify_partition
 from agents.clock import SystemClock
 from schemas.audit import AuditEvent
 from tests.integration.events import call_recorded

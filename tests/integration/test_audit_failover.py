@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agents.audit_verify import VerifyResult, verify_partition
-from agents.audit_writer import AuditWriter, KafkaAuditTopic
+from agents.audit.verify import VerifyResult, verify_partition
+from agents.audit.writer import AuditWriter, KafkaAuditTopic
 from agents.clock import SystemClock
-from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
+from agents.runtime.metrics import LifecycleMetrics
 from schemas.audit import AuditEvent, AuditSource
 from streams.broker.admin import admin_client, create_topic, partition_replicas
 from streams.broker.launcher import LocalKafka

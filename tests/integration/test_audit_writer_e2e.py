@@ -20,14 +20,14 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from agents.audit_verify import VerifyResult, verify_partition
-from agents.audit_writer import AuditFenced, AuditWriter, KafkaAuditTopic
+from agents.audit.verify import VerifyResult, verify_partition
+from agents.audit.writer import AuditFenced, AuditWriter, KafkaAuditTopic
 from agents.clock import FakeClock, SystemClock
-from agents.handler import Handler, RawMessage
-from agents.kafka_errors import is_fenced
-from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
+from agents.runtime.handler import Handler, RawMessage
+from agents.runtime.kafka_errors import is_fenced
+from agents.runtime.metrics import LifecycleMetrics
 from agents.store.memory import MemoryStateStore
 from schemas.audit import AuditEvent, AuditSource
 from streams.codec import Codec

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.downstream import Behaviour
+from agents.tools.downstream import Behaviour
 from schemas.audit import AuditEvent
 from schemas.base import DataCategory
 from schemas.events import AccessRequested, ErasureRequested, RestrictionRequested

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException
 
-from agents.downstream import DownstreamConsumer, ReferenceStore
+from agents.tools.downstream import DownstreamConsumer, ReferenceStore
 from schemas.base import DataCategory
 from schemas.commands import Action, Command, CommandAck
 from schemas.deadletter import DeadLetter

@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
-from agents.downstream import Behaviour
 from agents.rights.deadlines import add_calendar_months, rights_request_due, uk_date
 from agents.rights.identity import MISSING_PHOTO_ID, MISSING_SUPPORTING
 from agents.rules import ids
 from agents.rules.restriction import ALLOWED_WHILE_RESTRICTED
+from agents.tools.downstream import Behaviour
 from schemas.audit import AuditEvent
 from schemas.base import (
     Channel,

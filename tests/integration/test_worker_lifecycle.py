@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from agents.audit_chain import ChainHead, verify_chain
+from agents.audit.chain import ChainHead, verify_chain
 from agents.store import keys
 from schemas.audit import AuditEvent
 from schemas.commands import Action, Command

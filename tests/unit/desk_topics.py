@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from agents.audit_chain import ChainHead, link
+from agents.audit.chain import ChainHead, link
 from agents.rules.testing import Harness, Step
 from desk.readmodel.store import Message
 from desk.readmodel.topics import DeskTopics

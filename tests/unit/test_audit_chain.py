@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from fastavro import schemaless_writer
 
-from agents.audit_chain import ChainHead, check_chain, link, pseudonym, verify_chain
+from agents.audit.chain import ChainHead, check_chain, link, pseudonym, verify_chain
 from agents.rules.context import AuditEntry
 from schemas.audit import AuditEvent, AuditSource
 from schemas.registry import SchemaCatalog

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.audit_chain import ChainHead, link
-from agents.audit_proofs import ProofCheck
+from agents.audit.chain import ChainHead, link
+from agents.audit.proofs import ProofCheck
 from agents.rules import limits
 from agents.rules.auditing import MAX_DETAIL, AuditEntry
 from agents.rules.context import Ctx

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.audit_chain import BrokenLink
-from agents.audit_verify import VerifyResult
+from agents.audit.chain import BrokenLink
+from agents.audit.verify import VerifyResult
 
 
 def test_an_intact_chain_with_replays_says_so() -> None:

@@ -17,8 +17,8 @@ from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 from tenacity import stop_after_attempt, wait_none
 
-from agents.audit_chain import ChainHead, check_chain
-from agents.audit_writer import (
+from agents.audit.chain import ChainHead, check_chain
+from agents.audit.writer import (
     AuditFenced,
     AuditRefused,
     AuditUnavailable,
@@ -27,8 +27,8 @@ from agents.audit_writer import (
     RetryPolicy,
 )
 from agents.clock import FakeClock
-from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
+from agents.runtime.metrics import LifecycleMetrics
 from schemas.audit import AuditEvent, AuditSource
 from streams.codec import Codec
 

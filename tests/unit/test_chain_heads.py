@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-import agents.chain_heads as chain_heads
-from agents.audit_chain import ChainHead, link
-from agents.chain_heads import read_chain_head
+import agents.audit.heads as chain_heads
+from agents.audit.chain import ChainHead, link
+from agents.audit.heads import read_chain_head
 from agents.clock import FakeClock
-from agents.kafka_errors import is_transient
 from agents.rules.context import AuditEntry
+from agents.runtime.kafka_errors import is_transient
 from schemas.audit import AuditEvent
 from streams.codec import Codec
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agents.metrics import METRIC_NAMES, LifecycleMetrics
+from agents.runtime.metrics import METRIC_NAMES, LifecycleMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "lifecycle-dashboard.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.downstream import Behaviour, CommandProcessor, ReferenceStore
+from agents.tools.downstream import Behaviour, CommandProcessor, ReferenceStore
 from schemas.base import DataCategory
 from schemas.commands import AckOutcome, Action, Command, CommandAck
 from schemas.deadletter import ReasonClass

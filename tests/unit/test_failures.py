@@ -11,8 +11,8 @@ from faust.exceptions import ProducerSendError
 from pydantic import ValidationError
 from tenacity import wait_none
 
-from agents.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
 from agents.rules.state import SubjectHeader
+from agents.runtime.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
 from schemas.deadletter import FailureClass, ReasonClass
 from streams.codec import DecodeError, EncodeError, RegistryUnavailable
 

@@ -11,17 +11,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from tenacity import wait_none
 
-import agents.handler as handler_module
-from agents.audit_chain import ChainHead, link, verify_chain
+import agents.runtime.handler as handler_module
+from agents.audit.chain import ChainHead, link, verify_chain
 from agents.clock import FakeClock
-from agents.failures import RetryPolicy
-from agents.handler import Handler, RawMessage, Sender
-from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
 from agents.rules.decide import next_due
 from agents.rules.policy import load_policy
 from agents.rules.snapshot import SubjectSnapshot
-from agents.scheduler import Waker
+from agents.runtime.failures import RetryPolicy
+from agents.runtime.handler import Handler, RawMessage, Sender
+from agents.runtime.metrics import LifecycleMetrics
+from agents.runtime.scheduler import Waker
 from agents.store import keys
 from agents.store.layer import Write
 from agents.store.memory import MemoryStateStore

@@ -21,16 +21,16 @@ from faust.exceptions import ProducerSendError
 from prometheus_client import CollectorRegistry, Counter
 from tenacity import wait_none
 
-from agents.audit_chain import ChainHead, link
-from agents.audit_writer import AuditFenced, AuditRefused, AuditUnavailable
+from agents.audit.chain import ChainHead, link
+from agents.audit.writer import AuditFenced, AuditRefused, AuditUnavailable
 from agents.clock import FakeClock
-from agents.failures import RetryPolicy
-from agents.handler import Handler, RawMessage, Sender
-from agents.known_topics import KnownTopics
-from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
 from agents.rules.snapshot import SubjectSnapshot
+from agents.runtime.failures import RetryPolicy
+from agents.runtime.handler import Handler, RawMessage, Sender
+from agents.runtime.known_topics import KnownTopics
+from agents.runtime.metrics import LifecycleMetrics
 from agents.store import keys
 from agents.store.base import StoreError
 from agents.store.layer import Write

@@ -421,7 +421,7 @@ def test_only_the_worker_writes_internal_topics_and_reads_changelogs() -> None:
 
 
 def test_only_the_worker_may_take_over_the_audit_transactional_ids() -> None:
-    from agents.audit_writer import transactional_id
+    from agents.audit.writer import transactional_id
 
     transactional = [a for a in acl_lines(APP_ID="app") if a["resource"][0] == "transactional-id"]
     assert [(a["principal"], a["ops"], a["prefixed"]) for a in transactional] == [

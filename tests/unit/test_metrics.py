@@ -12,7 +12,7 @@ import faust
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from agents.metrics import (
+from agents.runtime.metrics import (
     ALLOWED_LABELS,
     METRIC_NAMES,
     REQUEST_DEADLINE_BUCKETS,

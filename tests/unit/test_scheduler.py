@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from agents.scheduler import (
+from agents.runtime.scheduler import (
     RECHECK_AFTER_MS,
     TimerCount,
     Waker,

@@ -13,12 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agents.clock import FakeClock
-from agents.handler import Handler, RawMessage
-from agents.metrics import LifecycleMetrics
 from agents.rules.decide import next_due
 from agents.rules.snapshot import SubjectSnapshot
 from agents.rules.state import ITEM_KEPT, ITEM_PENDING, RecordState
 from agents.rules.testing import Harness
+from agents.runtime.handler import Handler, RawMessage
+from agents.runtime.metrics import LifecycleMetrics
 from agents.store import keys, legacy
 from agents.store.codec import (
     UnreadableState,

@@ -12,15 +12,15 @@ import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agents import __version__
-from agents.audit_writer import AuditWriter, KafkaAuditTopic
+from agents.audit.writer import AuditWriter, KafkaAuditTopic
 from agents.clock import Clock, SystemClock
-from agents.failures import RetryPolicy, Step
-from agents.faust_app import make_app, raw_topic
-from agents.handler import Handler, RawMessage, to_ms
-from agents.known_topics import KnownTopics, cluster_topics
-from agents.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
 from agents.rules.policy import Policy, load_policy
-from agents.scheduler import TimerCount, Waker, open_requests, outstanding_commands
+from agents.runtime.failures import RetryPolicy, Step
+from agents.runtime.faust_app import make_app, raw_topic
+from agents.runtime.handler import Handler, RawMessage, to_ms
+from agents.runtime.known_topics import KnownTopics, cluster_topics
+from agents.runtime.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
+from agents.runtime.scheduler import TimerCount, Waker, open_requests, outstanding_commands
 from agents.store.faust_store import FaustStateStore
 from schemas.base import RequestType
 from schemas.commands import Action

@@ -26,9 +26,9 @@ from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.clock import SystemClock
-from agents.downstream import DownstreamConsumer, ReferenceStore
 from agents.rules.policy import load_policy
-from agents.simulator import Simulator
+from agents.tools.downstream import DownstreamConsumer, ReferenceStore
+from agents.tools.simulator import Simulator
 from schemas.audit import AuditEvent
 from schemas.responses import RequestResponse
 from streams.admin import ensure_topics

@@ -2,7 +2,7 @@
 
 The topic is the truth: a new owner of a partition (after a rebalance or a
 crash) continues from the last record anyone managed to commit there, so the
-chain does not fork. ``agents.audit_writer`` calls this only after it has
+chain does not fork. ``agents.audit.writer`` calls this only after it has
 fenced every earlier writer of the partition, and reads with
 ``isolation.level=read_committed``: records of an aborted transaction (a
 fenced writer's, or one a crash cut short) are not part of the chain and are
@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from agents.audit_chain import ChainHead
+from agents.audit.chain import ChainHead
 from agents.clock import Clock
-from agents.kafka_errors import is_transient_error
+from agents.runtime.kafka_errors import is_transient_error
 from schemas.audit import AuditEvent
 from streams.codec import Codec, DecodeError
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from agents.audit_chain import BrokenLink, ChainHead, ChainReport, check_chain
-from agents.audit_proofs import ProofCheck
-from agents.chain_heads import read_committed_config
+from agents.audit.chain import BrokenLink, ChainHead, ChainReport, check_chain
+from agents.audit.heads import read_committed_config
+from agents.audit.proofs import ProofCheck
 from agents.clock import Clock
-from agents.kafka_errors import is_transient_error
+from agents.runtime.kafka_errors import is_transient_error
 from schemas.audit import AuditEvent
 from streams.codec import Codec, DecodeError
 

@@ -11,7 +11,7 @@ A decision reads the subject's entries through a layer holding what earlier
 decisions of the same batch wrote. A subject still in the previous one-value
 format is converted when first met (``agents.store.legacy``).
 
-Failures are isolated per event (``agents.failures``): a transient one is
+Failures are isolated per event (``agents.runtime.failures``): a transient one is
 retried, and if it does not heal the worker stops without committing (the
 batch is replayed); a permanent one parks that event, or the one output that
 cannot be delivered, on the dead-letter topic, and the batch goes on. A stored
@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
-from agents.audit_writer import AuditWriteError
+from agents.audit.writer import AuditWriteError
 from agents.clock import Clock
-from agents.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
-from agents.metrics import LifecycleMetrics, never_raises
 from agents.rules.context import AuditEntry, Decision
 from agents.rules.decide import decide
 from agents.rules.policy import Policy
+from agents.runtime.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
+from agents.runtime.metrics import LifecycleMetrics, never_raises
 from agents.store import keys, legacy
 from agents.store.base import MAX_MESSAGE_BYTES, StateStore, StoreError
 from agents.store.codec import UnreadableState
@@ -558,7 +558,7 @@ class Handler:
             # Linked before anything else is sent. The audit chain is per
             # partition: audit events go to the same partition number as the
             # input they record, which they name. The batch's events of one
-            # partition are committed in one transaction (agents/audit_writer.py).
+            # partition are committed in one transaction (agents/audit/writer.py).
             try:
                 commit = await self.audit.append(
                     raw.partition, decision.audit, source=raw.source, decided_at=now

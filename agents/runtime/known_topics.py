@@ -6,7 +6,7 @@ minutes under Faust's default) before it gives up with
 created (the system left the policy, or a new topic set was never completed)
 would hold its partition that long, then fail anyway. The worker asks the
 cluster instead, and raises the client's own "unknown topic" error, which
-``agents.failures`` classes as permanent: the item is parked at once.
+``agents.runtime.failures`` classes as permanent: the item is parked at once.
 
 A topic seen to exist is remembered (topics are not deleted under a running
 worker); a missing one is asked about again on its next send, so creating it

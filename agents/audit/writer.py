@@ -67,12 +67,12 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from agents.audit_chain import ChainHead, link
-from agents.chain_heads import read_chain_head
+from agents.audit.chain import ChainHead, link
+from agents.audit.heads import read_chain_head
 from agents.clock import Clock
-from agents.kafka_errors import is_fenced, is_transient
-from agents.metrics import LifecycleMetrics
 from agents.rules.context import AuditEntry
+from agents.runtime.kafka_errors import is_fenced, is_transient
+from agents.runtime.metrics import LifecycleMetrics
 from schemas.audit import AuditEvent, AuditSource
 from streams.codec import Codec, RegistryUnavailable
 

@@ -1,0 +1,1 @@
+"""The hash-chained audit trail: chain, proofs, the per-partition writer, verification."""

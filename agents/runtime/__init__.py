@@ -1,0 +1,1 @@
+"""The worker runtime: Faust app, the thin handler, scheduler, failure classes, metrics."""
