@@ -8,9 +8,12 @@ its cost grows with what is due, and nothing is rebuilt after a rebalance or a
 restart: the first scan after recovery reads the same entries.
 
 A subject is ticked at most once per ``RECHECK_AFTER_MS`` while its entry stays
-due (its decision normally moves the entry at once; if the tick was lost, it is
-sent again). ``legacy_subjects`` finds subjects still stored in the previous
-format, so the migration sweep ticks them once (docs/deployment.md).
+due at the same time (its decision normally moves the entry at once; if the tick
+was lost, it is sent again). An entry that moved to another due time was decided
+since, so it is ticked as soon as the new time comes: a subject with several
+deletions a few seconds apart is not held back by its previous tick.
+``legacy_subjects`` finds subjects still stored in the previous format, so the
+migration sweep ticks them once (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ SCAN_LIMIT = 10_000
 class Waker:
     """Which subjects to tick now, remembering the ones ticked recently."""
 
-    _ticked: dict[str, int] = field(default_factory=dict)
+    # subject -> (due ms of the entry ticked, when it was ticked)
+    _ticked: dict[str, tuple[int, int]] = field(default_factory=dict)
     _forgot_at: int = 0
 
     def due(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[tuple[str, int]]:
@@ -45,28 +49,34 @@ class Waker:
             if n >= limit:
                 break
             due_ms, subject_id = keys.parse_timer(key)
-            if self._should_tick(subject_id, now_ms):
+            if self._should_tick(subject_id, due_ms, now_ms):
                 out.append((subject_id, due_ms))
         return out
 
     def legacy(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[str]:
         """Subjects still stored in the previous format, not ticked lately."""
         self._forget(now_ms)
-        return [s for s in legacy_subjects(entries, limit) if self._should_tick(s, now_ms)]
+        # A legacy subject has no timer entry: -1 stands for "no due time".
+        return [s for s in legacy_subjects(entries, limit) if self._should_tick(s, -1, now_ms)]
 
     def clear(self) -> None:
         self._ticked.clear()
         self._forgot_at = 0
 
-    def _should_tick(self, subject_id: str, now_ms: int) -> bool:
-        if subject_id in self._ticked:
-            return False
-        self._ticked[subject_id] = now_ms
+    def _should_tick(self, subject_id: str, due_ms: int, now_ms: int) -> bool:
+        ticked = self._ticked.get(subject_id)
+        if ticked is not None and ticked[0] == due_ms:
+            return False  # its tick for this very entry is on its way
+        self._ticked[subject_id] = (due_ms, now_ms)
         return True
 
     def _forget(self, now_ms: int) -> None:
         if self._ticked:
-            self._ticked = {s: t for s, t in self._ticked.items() if now_ms - t < RECHECK_AFTER_MS}
+            self._ticked = {
+                s: (due, at)
+                for s, (due, at) in self._ticked.items()
+                if now_ms - at < RECHECK_AFTER_MS
+            }
 
 
 def legacy_subjects(entries: Entries, limit: int) -> list[str]:

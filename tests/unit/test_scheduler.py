@@ -53,6 +53,19 @@ def test_a_ticked_subject_is_ticked_again_if_its_entry_stays_due() -> None:
     assert waker.due(entries, 150 + RECHECK_AFTER_MS) == [("a", 100)]  # it was lost
 
 
+def test_an_entry_moved_by_a_decision_is_ticked_when_its_new_time_comes() -> None:
+    # Two recordings of one subject due 2 s apart: the tick for the first is decided
+    # (its DELETE sent, the entry moved to the second's due time); the second must not
+    # wait for the recheck of a lost tick.
+    entries = _timers(("a", 1_000))
+    waker = Waker()
+    assert waker.due(entries, 1_000) == [("a", 1_000)]
+    entries.apply([(keys.timer(1_000, "a"), None), (keys.timer(3_000, "a"), b"")])
+    assert waker.due(entries, 2_999) == []
+    assert waker.due(entries, 3_000) == [("a", 3_000)]
+    assert waker.due(entries, 3_001) == []  # and once only
+
+
 def test_limit_bounds_one_round_and_the_rest_waits() -> None:
     entries = _timers(*[(f"s{i}", i) for i in range(10)])
     waker = Waker()
