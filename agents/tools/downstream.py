@@ -256,6 +256,27 @@ class CommandProcessor:
         )
 
 
+# A consumer that dies without leaving the group (a crash, kill -9) keeps its
+# partitions until its session expires: librdkafka's default (45 s) stalled a
+# system's commands that long after its consumer was restarted. The pipeline's
+# workers use 10 s too (agents/runtime/faust_app.py).
+SESSION_TIMEOUT_MS = 10_000
+
+
+def consumer_config(
+    system: str, bootstrap: str, settings: Settings, group_id: str | None = None
+) -> dict[str, str | int | bool]:
+    """The command consumer's configuration: manual commits, from the earliest command."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id or f"{settings.topic_prefix}.downstream.{system}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": SESSION_TIMEOUT_MS,
+        **settings.security.confluent_config(),
+    }
+
+
 class DownstreamConsumer:
     """Consumes ``<prefix>.cmd.<system>`` and acknowledges on ``<prefix>.acks``."""
 
@@ -278,15 +299,7 @@ class DownstreamConsumer:
             system=system, codec=self.codec, store=store, behaviour=behaviour, clock=clock
         )
         security = settings.security.confluent_config()
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group_id or f"{settings.topic_prefix}.downstream.{system}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                **security,
-            }
-        )
+        self.consumer = Consumer(consumer_config(system, bootstrap, settings, group_id))
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,

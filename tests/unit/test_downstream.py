@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.tools.downstream import Behaviour, CommandProcessor, ReferenceStore
+from agents.tools.downstream import Behaviour, CommandProcessor, ReferenceStore, consumer_config
 from schemas.base import DataCategory
 from schemas.commands import AckOutcome, Action, Command, CommandAck
 from schemas.deadletter import ReasonClass
 from streams.codec import Codec
+from streams.settings import Settings
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 CODEC = Codec()
@@ -192,3 +193,13 @@ def test_a_store_from_before_acks_were_kept_still_answers(tmp_path: Path, clock:
     ack, replayed = deliver(processor(ReferenceStore(path), clock), command(Action.DELETE))
     assert replayed
     assert ack_of(ack).outcome is AckOutcome.DONE
+
+
+def test_a_crashed_consumers_commands_move_on_within_the_workers_session_timeout() -> None:
+    # A consumer killed without leaving its group holds its partitions until its
+    # session expires; librdkafka's default (45 s) held a restarted system's commands
+    # back that long. Workers give up a dead member's partitions after 10 s.
+    config = consumer_config("crm", "127.0.0.1:1", Settings(topic_prefix="t1"))
+    assert int(config["session.timeout.ms"]) <= 10_000
+    assert config["group.id"] == "t1.downstream.crm"
+    assert config["enable.auto.commit"] is False  # committed only after the ack is sent
