@@ -36,6 +36,7 @@ POLL_S = 0.5
 # Bounds one window's read; running into it raises TimeoutError (transient).
 MAX_EMPTY_POLLS = 60
 WATERMARK_TIMEOUT_S = 10.0
+FETCH_WAIT_MS = 10
 
 
 def read_committed_config(consumer_config: dict[str, str]) -> dict[str, str | bool]:
@@ -48,6 +49,10 @@ def read_committed_config(consumer_config: dict[str, str]) -> dict[str, str | bo
         "isolation.level": "read_committed",
         # Ends a read at the last stable offset instead of waiting for more.
         "enable.partition.eof": True,
+        # The end is only seen in a fetch answered empty, which the broker holds for
+        # this long (default 500 ms): each read of a partition's head, on every
+        # assignment, would wait that long at least once or twice.
+        "fetch.wait.max.ms": FETCH_WAIT_MS,
     }
 
 

@@ -312,6 +312,9 @@ class Pipeline:
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
+                # The end of a partition shows in a fetch answered empty, held this long
+                # by the broker (default 500 ms): every read would wait for it.
+                "fetch.wait.max.ms": 10,
             }
         )
         try:

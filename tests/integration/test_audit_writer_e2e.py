@@ -92,6 +92,7 @@ def committed_events(bootstrap: str, topic: str) -> list[AuditEvent]:
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,  # the end shows sooner (see pipeline.read_raw)
         }
     )
     try:
