@@ -22,7 +22,19 @@ from tests.integration.pipeline import Pipeline, pipelines, wait_for
 
 @pytest.fixture
 def pipeline(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Pipeline]:
+    """A pipeline of its own, for a test that stops or kills its worker."""
     yield from pipelines(kafka_bootstrap, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def running(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """One started worker (and the call recorder answering) shared by the tests that
+    leave it running; each uses subjects of its own, so they never see each other's."""
+    workdir = tmp_path_factory.mktemp("worker-lifecycle")
+    for pipeline in pipelines(kafka_bootstrap, workdir):
+        pipeline.start()
+        pipeline.run_downstream("call-recorder")
+        yield pipeline
 
 
 def recording(subject: str, recorded_at: datetime, n: int = 1) -> CallRecorded:
@@ -39,21 +51,20 @@ def deletes_for(pipeline: Pipeline, record_id: str) -> list[Command]:
     ]
 
 
-def test_recording_deleted_at_30_days_acknowledged_and_audited(pipeline: Pipeline) -> None:
-    pipeline.start()
-    pipeline.run_downstream("call-recorder")
+def test_recording_deleted_at_30_days_acknowledged_and_audited(running: Pipeline) -> None:
+    pipeline = running
     # Recorded 30 days ago minus a few seconds: due a few seconds from now.
     due = datetime.now(UTC) + timedelta(seconds=4)
     event = recording("cust-n7", due - timedelta(days=30))
     pipeline.publish(event)
 
-    commands = pipeline.wait_for_models(
-        pipeline.names.command("call-recorder"),
-        Command,
-        lambda cs: any(c.action is Action.DELETE for c in cs),
-        what="delete command for the recording",
+    wait_for(
+        lambda: deletes_for(pipeline, event.recording_id) != [],
+        60,
+        "delete command for the recording",
+        alive=pipeline.process,
     )
-    command = commands[0]
+    command = deletes_for(pipeline, event.recording_id)[0]
     assert command.record_ids == [event.recording_id]
     assert command.rule_id == "N7.call-recordings"
     assert command.issued_at >= due.replace(microsecond=due.microsecond // 1000 * 1000)
@@ -61,10 +72,13 @@ def test_recording_deleted_at_30_days_acknowledged_and_audited(pipeline: Pipelin
     audit = pipeline.wait_for_models(
         pipeline.names.audit,
         AuditEvent,
-        lambda es: any(e.decision == "command-completed" for e in es),
+        lambda es: any(
+            e.decision == "command-completed" and command.command_id in e.command_ids_out
+            for e in es
+        ),
         what="acknowledgement closing the command",
     )
-    decisions = [e.decision for e in audit]
+    decisions = [e.decision for e in audit if command.command_id in e.command_ids_out]
     assert "retention-delete" in decisions
     assert all(e.subject_ref != event.subject_id for e in audit)
     by_partition: dict[int, list[tuple[int, AuditEvent]]] = {}
@@ -75,8 +89,8 @@ def test_recording_deleted_at_30_days_acknowledged_and_audited(pipeline: Pipelin
         assert verify_chain(events, key, ChainHead.genesis()) is None
 
 
-def test_bad_input_is_dead_lettered_and_the_worker_carries_on(pipeline: Pipeline) -> None:
-    pipeline.start()
+def test_bad_input_is_dead_lettered_and_the_worker_carries_on(running: Pipeline) -> None:
+    pipeline = running
     topic = pipeline.names.input("telephony")
     pipeline.publish_raw(topic, b"cust-bad", b"\xc3\x01not avro at all")
     pipeline.publish_raw(topic, None, b"garbage")
@@ -99,8 +113,8 @@ def test_bad_input_is_dead_lettered_and_the_worker_carries_on(pipeline: Pipeline
     assert pipeline.process.poll() is None
 
 
-def test_hold_blocks_deletion_until_released(pipeline: Pipeline) -> None:
-    pipeline.start()
+def test_hold_blocks_deletion_until_released(running: Pipeline) -> None:
+    pipeline = running
     event = recording("cust-hold", datetime.now(UTC) - timedelta(days=31))
     hold = LegalHoldPlaced(
         event_id="ev-hold-1",
@@ -166,9 +180,9 @@ def test_scheduled_items_survive_sigkill_and_never_fire_early(pipeline: Pipeline
     assert pipeline.stop(signal.SIGTERM) == 0
 
 
-def test_state_changelogs_are_compacted_within_a_bound(pipeline: Pipeline) -> None:
+def test_state_changelogs_are_compacted_within_a_bound(running: Pipeline) -> None:
+    pipeline = running
     # Erased subjects' states must not linger in the pipeline's own topics.
-    pipeline.start()
     admin = AdminClient({"bootstrap.servers": pipeline.bootstrap, **pipeline.client_config})
     # One table holds every subject's entries (docs/state.md).
     for table in ("subjects",):
@@ -179,10 +193,10 @@ def test_state_changelogs_are_compacted_within_a_bound(pipeline: Pipeline) -> No
         assert int(config["delete.retention.ms"].value) <= 86_400_000
 
 
-def test_state_is_written_to_the_partition_of_its_subjects_events(pipeline: Pipeline) -> None:
+def test_state_is_written_to_the_partition_of_its_subjects_events(running: Pipeline) -> None:
+    pipeline = running
     # Batches mix partitions; every subject's state must still land in its own
     # partition of the changelog, or it would move to the wrong worker on rebalance.
-    pipeline.start()
     subjects = [f"cust-part-{i}" for i in range(40)]
     pipeline.publish_many([recording(s, datetime.now(UTC) - timedelta(days=1)) for s in subjects])
     changelog = f"{pipeline.prefix}-subjects-changelog"
