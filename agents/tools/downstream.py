@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
+from agents.runtime.kafka_errors import is_transient_error, kafka_error
 from schemas.commands import AckOutcome, Action, Command, CommandAck, ExportedRecord
 from schemas.deadletter import DeadLetter
 from streams.codec import Codec
@@ -277,6 +278,38 @@ def consumer_config(
     }
 
 
+# The group moved on without this member (its session expired during a broker
+# failover, or a rebalance is under way): the partition's next owner is sent the
+# command again.
+GROUP_MOVED_ON = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
+
+def commit_or_leave_for_redelivery(commit: Callable[[], object]) -> bool:
+    """Commit past a command (its acknowledgement is with the broker already); False
+    when the commit failed in a way that heals: the command is then delivered again,
+    and answered again from its record (idempotent by command id), not done twice.
+
+    A consumer that exited on such an error restarted only to be sent the same
+    command again; errors that do not heal still raise.
+    """
+    try:
+        commit()
+    except KafkaException as exc:
+        error = kafka_error(exc)
+        if error is None or not (error.code() in GROUP_MOVED_ON or is_transient_error(error)):
+            raise
+        log.warning("commit failed (%s); the command will be delivered again", error.name())
+        return False
+    return True
+
+
 class DownstreamConsumer:
     """Consumes ``<prefix>.cmd.<system>`` and acknowledges on ``<prefix>.acks``."""
 
@@ -357,7 +390,9 @@ class DownstreamConsumer:
         if reply.ack is not None:
             self._send_ack(reply.ack_key, reply.ack)
             self.handled += 1
-        self.consumer.commit(message=msg, asynchronous=False)
+        commit_or_leave_for_redelivery(
+            lambda: self.consumer.commit(message=msg, asynchronous=False)
+        )
 
     def _send_ack(self, key: bytes | None, ack: bytes) -> None:
         errors: list[str] = []

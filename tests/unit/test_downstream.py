@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from agents.tools.downstream import Behaviour, CommandProcessor, ReferenceStore, consumer_config
+from agents.tools.downstream import (
+    Behaviour,
+    CommandProcessor,
+    ReferenceStore,
+    commit_or_leave_for_redelivery,
+    consumer_config,
+)
 from schemas.base import DataCategory
 from schemas.commands import AckOutcome, Action, Command, CommandAck
 from schemas.deadletter import ReasonClass
@@ -203,3 +211,32 @@ def test_a_crashed_consumers_commands_move_on_within_the_workers_session_timeout
     assert int(config["session.timeout.ms"]) <= 10_000
     assert config["group.id"] == "t1.downstream.crm"
     assert config["enable.auto.commit"] is False  # committed only after the ack is sent
+
+
+def _failing(code: int) -> Callable[[], object]:
+    def commit() -> object:
+        raise KafkaException(KafkaError(code))
+
+    return commit
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError.UNKNOWN_MEMBER_ID,  # seen in a chaos run: the consumer exited with 1
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.NOT_COORDINATOR,
+    ],
+)
+def test_a_commit_the_group_moved_past_leaves_the_command_for_redelivery(code: int) -> None:
+    # The acknowledgement is already sent; the command comes again to the partition's
+    # owner, which answers it from its record. The consumer must not exit over it.
+    assert commit_or_leave_for_redelivery(_failing(code)) is False
+
+
+def test_a_commit_error_that_does_not_heal_still_stops_the_consumer() -> None:
+    with pytest.raises(KafkaException):
+        commit_or_leave_for_redelivery(_failing(KafkaError.GROUP_AUTHORIZATION_FAILED))
+    assert commit_or_leave_for_redelivery(lambda: None) is True
