@@ -38,7 +38,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from agents.rules import commands, ids, jobs, limits
-from agents.rules.context import Ctx, record_due
+from agents.rules.context import Ctx, record_due, to_ms
 from agents.rules.policy import RetentionRule, RuleKind
 from agents.rules.registry import handles
 from agents.rules.state import ContractState, Hold, Job, RecordState, RecordStatus, replace
@@ -156,7 +156,11 @@ def keep_reason(ctx: Ctx, record: RecordState) -> str | None:
 
 def fire_due(ctx: Ctx, due: list[tuple[int, str]]) -> None:
     """Issue DELETE for the due records (from the due index) that are not held."""
-    groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    # Records are grouped by their due time too: a decision replayed later (a worker
+    # killed before storing it) finds more records due, and grouping those with the
+    # first would name the first records in a DELETE of another id. Records due at
+    # the same time (a contract's end) still go in one command.
+    groups: dict[tuple[str, str, str, int], list[str]] = defaultdict(list)
     for ms, key in sorted(due, key=lambda item: item[1]):
         record = ctx.records.get(key)
         if record is None or record_due(record) != ms:
@@ -187,8 +191,9 @@ def fire_due(ctx: Ctx, due: list[tuple[int, str]]) -> None:
                 case_references=[h.case_reference for h in holds],
             )
             continue
-        groups[(record.system, record.controller_id, record.rule_id or "")].append(key)
-    for (system, controller_id, rule_id), group in sorted(groups.items()):
+        due_ms = to_ms(record.due_at) if record.due_at is not None else ms
+        groups[(record.system, record.controller_id, record.rule_id or "", due_ms)].append(key)
+    for (system, controller_id, rule_id, _due), group in sorted(groups.items()):
         for at in range(0, len(group), limits.CHUNK):
             chunk = group[at : at + limits.CHUNK]
             records = [ctx.records[k] for k in chunk]

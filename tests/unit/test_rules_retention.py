@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from agents.rules.decide import decide
 from agents.rules.state import RecordStatus
 from agents.rules.testing import Harness
 from schemas.base import DataCategory, LegalBasis
@@ -16,6 +17,7 @@ from schemas.events import (
     LegalHoldPlaced,
     LegalHoldReleased,
 )
+from schemas.internal import DueTick
 from tests.unit.builders import DEMO, NOTICE, register
 
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
@@ -96,6 +98,26 @@ def test_tick_repeated_does_not_reissue_outstanding_delete() -> None:
     assert len(h.tick().commands) == 1
     h.clock.advance(MS)
     assert h.tick().commands == []
+
+
+def test_a_replayed_deletion_names_its_records_under_the_same_command_id() -> None:
+    # A worker sends the DELETE for rec-1 and is killed before storing the decision;
+    # the replay comes later, when rec-2 is due too. rec-1 must be deleted under the
+    # id already sent, never under a second one (chaos run, 2026-12-02).
+    h = Harness(NOTICE, T0)
+    _recording(h, "rec-1")
+    h.clock.advance(timedelta(seconds=2))
+    _recording(h, "rec-2")
+    h.clock.set(T0 + timedelta(days=30))
+    now = h.clock.now()
+    lost = decide(h.entries, DueTick(subject_id=h.subject_id, due_at=now, sent_at=now), now, NOTICE)
+    [sent] = lost.commands
+    assert sent.record_ids == ["rec-1"]
+
+    h.clock.advance(timedelta(seconds=20))
+    replayed = {tuple(c.record_ids): c.command_id for c in h.tick().commands}
+    assert replayed == {("rec-1",): sent.command_id, ("rec-2",): replayed[("rec-2",)]}
+    assert replayed[("rec-2",)] != sent.command_id
 
 
 @pytest.mark.parametrize(
