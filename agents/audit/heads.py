@@ -39,7 +39,7 @@ WATERMARK_TIMEOUT_S = 10.0
 FETCH_WAIT_MS = 10
 
 
-def read_committed_config(consumer_config: dict[str, str]) -> dict[str, str | bool]:
+def read_committed_config(consumer_config: dict[str, str]) -> dict[str, str | bool | int]:
     """A consumer for reading the audit topic: committed records only, no group."""
     return {
         **consumer_config,
