@@ -549,6 +549,10 @@ class Handler:
             self.metrics.observe_request_closed(request_type, status)
         for system, action, outcome, latency in notes.acks:
             self.metrics.observe_ack(system, action, outcome, latency)
+        for system, purpose in notes.without_consent:
+            self.metrics.observe_without_consent(system, purpose)
+        for system, request_type in notes.late_records:
+            self.metrics.observe_late_record(system, request_type)
 
     async def _enqueue(
         self, decision: Decision, raw: RawMessage, now: datetime, batch: _Batch
