@@ -117,7 +117,11 @@ def test_the_answer_waits_until_every_source_has_published_past_the_receipt(
     wait_decided(pipeline, [erasure], "the erasure decided")
     assert not any(r.status in FINAL for r in _responses(pipeline, request_id))
     for source in SOURCES:
-        publisher.publish_watermark(source, now + timedelta(seconds=1))
+        deliveries = publisher.publish_watermark(source, now + timedelta(seconds=1))
+        # One heartbeat in every partition of the source's own topic.
+        assert sorted((d.topic, d.partition) for d in deliveries) == [
+            (pipeline.names.input(source), p) for p in range(pipeline.partitions)
+        ]
     final = [r for r in _final(pipeline, request_id, "the answer") if r.request_id == request_id]
     assert [r.status for r in final if r.status in FINAL] == [ResponseStatus.COMPLETED]
     settled = _audit(pipeline, "cutoff-settled", request_id)
