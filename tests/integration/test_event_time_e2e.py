@@ -4,6 +4,8 @@ erased under the request with an amended answer (N9), and consent binds (N4)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from schemas.events import ConsentWithdrawn, ErasureRequested, RecordRegistered
 from schemas.responses import RequestResponse, ResponseStatus
 from streams.publisher import Publisher
 from tests.integration.pipeline import (
+    LIFECYCLE,
     NOTICE_POLICY,
     Pipeline,
     answering_pipelines,
@@ -230,3 +233,19 @@ def test_a_record_on_withdrawn_consent_is_stopped_at_once(pipeline: Pipeline) ->
         )
         == 1
     )
+
+
+def test_lifecycle_publish_sends_a_heartbeat_to_every_partition(pipeline: Pipeline) -> None:
+    beat = {"event_id": "wm-cli-1", "source_system": "crm", "watermark": "2026-01-01T00:00:00Z"}
+    done = subprocess.run(
+        [str(LIFECYCLE), "publish", "SourceWatermark", json.dumps(beat)],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted((line["topic"], line["partition"]) for line in lines) == [
+        (pipeline.names.input("crm"), p) for p in range(pipeline.partitions)
+    ]
