@@ -12,6 +12,8 @@ due at the same time (its decision normally moves the entry at once; if the tick
 was lost, it is sent again). An entry that moved to another due time was decided
 since, so it is ticked as soon as the new time comes: a subject with several
 deletions a few seconds apart is not held back by its previous tick.
+``Waker.caught_up`` finds subjects whose requests wait for the partition's
+watermarks and can now be answered (``agents.rules.cutoff``).
 ``legacy_subjects`` finds subjects still stored in the previous format, so the
 migration sweep ticks them once (docs/deployment.md).
 """
@@ -19,7 +21,7 @@ migration sweep ticks them once (docs/deployment.md).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from agents.store import keys
@@ -29,14 +31,17 @@ from agents.store.layer import Entries
 RECHECK_AFTER_MS = 30_000
 # Keys read per partition per round (a backlog is worked through over rounds).
 SCAN_LIMIT = 10_000
+# What a tick is remembered by besides a timer entry's due time (which is >= 0).
+LEGACY = -1
+CAUGHT_UP = -2
 
 
 @dataclass
 class Waker:
     """Which subjects to tick now, remembering the ones ticked recently."""
 
-    # subject -> (due ms of the entry ticked, when it was ticked)
-    _ticked: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # (subject, due ms of the entry ticked, or LEGACY / CAUGHT_UP) -> when it was ticked
+    _ticked: dict[tuple[str, int], int] = field(default_factory=dict)
     _forgot_at: int = 0
 
     def due(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[tuple[str, int]]:
@@ -53,29 +58,51 @@ class Waker:
                 out.append((subject_id, due_ms))
         return out
 
+    def caught_up(
+        self,
+        entries: Entries,
+        sources: Sequence[str],
+        now_ms: int,
+        limit: int = SCAN_LIMIT,
+    ) -> list[str]:
+        """Subjects with a request waiting for watermarks that every source in this
+        partition has now passed (``agents.rules.cutoff``), not ticked lately. Reads
+        one key per source and the waiting entries up to the slowest watermark."""
+        self._forget(now_ms)
+        marks = [entries.get(keys.watermark(s)) for s in sources]
+        if not sources or any(m is None for m in marks):
+            return []
+        slowest = min(keys.from_be64(m) for m in marks if m is not None)
+        start = keys.WAITING + keys.SEP
+        stop = start + keys.be64(slowest + 1)
+        out: list[str] = []
+        for n, (key, _) in enumerate(entries.iterate(start, stop)):
+            if n >= limit:
+                break
+            subject_id = keys.parse_waiting(key)[1]
+            if subject_id not in out and self._should_tick(subject_id, CAUGHT_UP, now_ms):
+                out.append(subject_id)
+        return out
+
     def legacy(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[str]:
         """Subjects still stored in the previous format, not ticked lately."""
         self._forget(now_ms)
-        # A legacy subject has no timer entry: -1 stands for "no due time".
-        return [s for s in legacy_subjects(entries, limit) if self._should_tick(s, -1, now_ms)]
+        return [s for s in legacy_subjects(entries, limit) if self._should_tick(s, LEGACY, now_ms)]
 
     def clear(self) -> None:
         self._ticked.clear()
         self._forgot_at = 0
 
     def _should_tick(self, subject_id: str, due_ms: int, now_ms: int) -> bool:
-        ticked = self._ticked.get(subject_id)
-        if ticked is not None and ticked[0] == due_ms:
-            return False  # its tick for this very entry is on its way
-        self._ticked[subject_id] = (due_ms, now_ms)
+        if (subject_id, due_ms) in self._ticked:
+            return False  # its tick for this very entry (or reason) is on its way
+        self._ticked[(subject_id, due_ms)] = now_ms
         return True
 
     def _forget(self, now_ms: int) -> None:
         if self._ticked:
             self._ticked = {
-                s: (due, at)
-                for s, (due, at) in self._ticked.items()
-                if now_ms - at < RECHECK_AFTER_MS
+                k: at for k, at in self._ticked.items() if now_ms - at < RECHECK_AFTER_MS
             }
 
 
