@@ -50,7 +50,8 @@ def main() -> int:
         code = int(exc.code or 0)
     cpu = sum(seen.values())
     print(
-        f"worker CPU (whole run, start-up included): {cpu:.1f} s, {cpu / EVENTS * 1e6:,.0f} us/event"
+        f"worker CPU (whole run, start-up included): {cpu:.1f} s, "
+        f"{cpu / EVENTS * 1e6:,.0f} us/event"
     )
     return code
 
