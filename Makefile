@@ -55,11 +55,18 @@ compat: install ## Check every Avro schema is FULL_TRANSITIVE compatible with it
 chaos: install ## Fault-injection suite: own 3-node cluster, workers/broker/downstream killed, scaling, consistency checks (~5 min; CHAOS_* env, see docs/chaos.md)
 	$(BIN)/python -m tests.chaos run
 
-bench: install ## Run the benchmarks (codec throughput, worker throughput, tick cost)
+bench: install ## Run the benchmarks (codec, CPU per event by records held, worker throughput, one subject's growth and erasure, tick cost, desk)
 	$(BIN)/python bench/codec_bench.py
+	$(BIN)/python bench/subject_cpu_bench.py
+	$(BIN)/python bench/worker_throughput.py
+	$(BIN)/python bench/large_subject_bench.py --records 10000
 	$(BIN)/python bench/tick_bench.py
 	$(BIN)/python bench/cutoff_bench.py
 	$(BIN)/python bench/desk_bench.py
+
+bench-scale: install ## One subject with 10^5 records grown and erased on the real worker; recovery at 10^6 scheduled items (tens of minutes)
+	$(BIN)/python bench/large_subject_bench.py --records 100000
+	$(BIN)/python bench/recovery_bench.py --items 1000000
 
 bench-failover: install ## Restore rate from changelogs and failover time with/without standby replicas (minutes)
 	$(BIN)/python bench/failover_bench.py
@@ -69,7 +76,7 @@ clean: ## Stop local brokers and remove the venv, caches and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
 
 
-.PHONY: help install tools run worker test test-unit test-integration lint compat chaos bench bench-failover clean kafka-up kafka-down
+.PHONY: help install tools run worker test test-unit test-integration lint compat chaos bench bench-scale bench-failover clean kafka-up kafka-down
 
 KAFKA_NAME ?= dev
 KAFKA_NODES ?= 1
