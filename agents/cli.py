@@ -66,7 +66,9 @@ def topics_create() -> None:
     settings = Settings()
     policy = load_policy(settings.policy_path)
     try:
-        created = ensure_topics(settings, _bootstrap(), [s.id for s in policy.systems])
+        created = ensure_topics(
+            settings, _bootstrap(), [s.id for s in policy.systems], policy.topic_retention()
+        )
     except TopicDrift as exc:
         _fail(str(exc))
     click.echo(f"created {len(created)} topic(s)")

@@ -36,6 +36,7 @@ from agents.audit.writer import AuditWriteError
 from agents.clock import Clock
 from agents.rules.context import AuditEntry, Decision
 from agents.rules.decide import decide
+from agents.rules.ledger import ledger_key
 from agents.rules.policy import Policy
 from agents.runtime.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
 from agents.runtime.metrics import LifecycleMetrics, never_raises
@@ -48,7 +49,7 @@ from schemas.base import Frozen
 from schemas.commands import CommandAck
 from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import INPUT_EVENTS, Event
-from schemas.internal import DueTick
+from schemas.internal import DueTick, ErasureReplay
 from streams.codec import Codec
 from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter, parked
 from streams.topics import TopicNames
@@ -204,7 +205,7 @@ class Handler:
         if topic == self._acks_topic:
             return (CommandAck,)
         if topic == self._ticks_topic:
-            return (DueTick,)
+            return (DueTick, ErasureReplay)
         return INPUT_EVENTS
 
     async def handle(self, raw: RawMessage) -> None:
@@ -256,7 +257,7 @@ class Handler:
             await self._send_dead_letter(raw, decoded, batch)
             return
         message = decoded.model
-        assert isinstance(message, Event | CommandAck | DueTick)
+        assert isinstance(message, Event | CommandAck | DueTick | ErasureReplay)
         self.metrics.observe_event(raw.topic, type(message).__name__)
         if isinstance(message, DueTick):
             self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
@@ -291,7 +292,7 @@ class Handler:
         batch.write(subject_id, raw, migrated + decision.writes)
 
     async def _load_and_decide(
-        self, base: Layer, message: Event | CommandAck | DueTick, now: datetime
+        self, base: Layer, message: Event | CommandAck | DueTick | ErasureReplay, now: datetime
     ) -> tuple[list[Write], bytes | None, Decision | Exception]:
         """Read (converting a previous-format subject) and decide, on a layer of its
         own over the batch's. A store read failing transiently is retried (step
@@ -582,6 +583,9 @@ class Handler:
             await self._emit(
                 raw, self.names.responses, response.subject_id.encode(), response, None, batch
             )
+        for entry in decision.ledger:
+            key = ledger_key(entry.system, entry.command_id)
+            await self._emit(raw, self.names.erasure_ledger, key, entry, None, batch)
         for entry in decision.audit:
             self.metrics.observe_decision(entry.rule_id, entry.decision)
             if entry.decision == ESCALATED:

@@ -235,7 +235,7 @@ def _from_ms(ms: int) -> datetime:
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "info") -> None:
     """Create topics, serve /metrics, run the Faust worker until SIGTERM."""
     policy = load_policy(settings.policy_path)
-    ensure_topics(settings, bootstrap, [s.id for s in policy.systems])
+    ensure_topics(settings, bootstrap, [s.id for s in policy.systems], policy.topic_retention())
     pipeline = build_pipeline(settings, bootstrap, policy=policy)
     if settings.metrics_port:
         start_http_server(

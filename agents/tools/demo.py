@@ -206,7 +206,7 @@ def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
         )
         policy = load_policy(DEMO_POLICY)
         names = TopicNames(run_id)
-        ensure_topics(settings, bootstrap, [s.id for s in policy.systems])
+        ensure_topics(settings, bootstrap, [s.id for s in policy.systems], policy.topic_retention())
         log_path = var_dir / "demo" / f"{run_id}-worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
