@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-from typing import NoReturn
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -14,6 +16,9 @@ from streams.broker.cli import kafka
 from streams.broker.errors import BrokerError
 from streams.cli import publish, tail
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.runtime.replayer import ErasureReplayer
 
 
 def _fail(message: str) -> NoReturn:
@@ -134,6 +139,57 @@ def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> No
         broken = broken or result.broken is not None or bool(result.incomplete)
     if broken:
         sys.exit(2)
+
+
+@main.group()
+def erasures() -> None:
+    """Erasures re-applied after a downstream restore (N9.erasure-replay)."""
+
+
+def _replayer() -> ErasureReplayer:
+    from agents.rules.policy import load_policy
+    from agents.runtime.replayer import ErasureReplayer
+
+    settings = Settings()
+    policy = load_policy(settings.policy_path)
+    replayer = ErasureReplayer(
+        _bootstrap(),
+        settings,
+        clock=SystemClock(),
+        clock_margin=policy.backups.clock_margin.as_timedelta(),
+    )
+    return replayer
+
+
+@erasures.command("replay")
+@click.option("--system", required=True, help="Downstream system id that was restored.")
+@click.option(
+    "--since",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="When the restored backup was taken (ISO 8601; UTC when no offset is given).",
+)
+@click.option("--restore-id", default=None, help="Names the restore in the audit trail.")
+def erasures_replay(system: str, since: datetime, restore_id: str | None) -> None:
+    """Re-send every DELETE confirmed by SYSTEM since the backup was taken, same command ids."""
+    import uuid
+
+    replayer = _replayer()
+    when = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    report = replayer.replay(system, when, restore_id or f"restore-{uuid.uuid4().hex[:16]}")
+    click.echo(report.summary())
+    if report.unreadable:
+        sys.exit(2)
+
+
+@erasures.command("listen")
+def erasures_listen() -> None:
+    """Replay erasures for every SystemRestored event on <prefix>.restores (runs until stopped)."""
+    from agents.runtime.replayer import RestoreListener
+
+    listener = RestoreListener(_replayer())
+    signal.signal(signal.SIGTERM, lambda *_: listener.stop())
+    listener.run()
 
 
 @main.group()

@@ -8,18 +8,25 @@ codec, keyed by ``subject_id`` and sent through an idempotent producer
 (``acks=all``, murmur2 partitioner so confluent-kafka and Faust agree on the
 partition). ``publish`` returns only once the broker has confirmed the
 write, or raises ``PublishError``.
+
+A downstream system restored from a backup calls
+``publisher.publish_restored(system, backup_taken_at)`` so that the erasures
+made since the backup are applied again (docs/own-data.md).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.base import Frozen
+from schemas.internal import SystemRestored
 from streams.codec import Codec
 from streams.settings import Settings
 from streams.topics import MURMUR2_PARTITIONER, TopicNames
@@ -113,6 +120,27 @@ class Publisher:
             self._produce(target, value, self.codec.key_for(message), on_delivery(index))
         remaining = self._producer.flush(self.timeout)
         return _collect(results, remaining, self.timeout)
+
+    def publish_restored(
+        self,
+        system: str,
+        backup_taken_at: datetime,
+        *,
+        restore_id: str | None = None,
+        restored_at: datetime | None = None,
+    ) -> Delivery:
+        """Tell the pipeline that ``system`` was restored from a backup taken at
+        ``backup_taken_at``: every deletion confirmed by it since then is sent
+        to it again, with the same command ids (N9.erasure-replay). Publish it
+        before the restored system takes traffic again; ``restore_id`` names the
+        restore (one replay per id; default: a fresh id)."""
+        event = SystemRestored(
+            restore_id=restore_id or f"restore-{uuid.uuid4().hex}",
+            system=system,
+            backup_taken_at=backup_taken_at,
+            restored_at=restored_at or datetime.now(UTC),
+        )
+        return self.publish(event, topic=self.topics.restores)
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, callback: Any) -> None:
         for _ in range(100):

@@ -192,3 +192,63 @@ def test_a_store_from_before_acks_were_kept_still_answers(tmp_path: Path, clock:
     ack, replayed = deliver(processor(ReferenceStore(path), clock), command(Action.DELETE))
     assert replayed
     assert ack_of(ack).outcome is AckOutcome.DONE
+
+
+def _send(proc: CommandProcessor, cmd: Command) -> CommandAck:
+    reply = proc.process(b"cust-1", CODEC.encode(cmd), TOPIC, 0, 0)
+    assert reply.ack is not None
+    ack = CODEC.decode(reply.ack, b"cust-1", now=T0 + timedelta(days=2), expected=(CommandAck,))
+    assert isinstance(ack, CommandAck)
+    return ack
+
+
+def _held_data(store: ReferenceStore) -> None:
+    store.hold("cust-1", "r-1", "Ann Example, 07700 900123")
+    store.hold("cust-1", "r-2", "ann@example.com")
+    store.hold("cust-2", "r-9", "someone else")
+
+
+def test_a_delete_removes_the_subjects_records_only(store: ReferenceStore, clock: Clock) -> None:
+    _held_data(store)
+    assert _send(processor(store, clock), command(Action.DELETE)).outcome is AckOutcome.DONE
+    assert store.held("cust-1") == {}
+    assert store.held("cust-2") == {"r-9": "someone else"}
+
+
+def test_a_restore_brings_back_data_and_forgets_later_outcomes(
+    store: ReferenceStore, clock: Clock, tmp_path: Path
+) -> None:
+    _held_data(store)
+    backup = tmp_path / "backup.sqlite"
+    store.snapshot(backup, T0)
+    proc = processor(store, clock)
+    _send(proc, command(Action.DELETE))
+    assert store.restore(backup) == T0
+    assert set(store.held("cust-1")) == {"r-1", "r-2"}
+    assert store.recorded("cmd-1") is None  # the idempotency record is from after the backup
+    # The same command id, re-sent, deletes again.
+    _send(proc, command(Action.DELETE))
+    assert store.held("cust-1") == {}
+
+
+def test_a_replayed_delete_acts_again_even_if_its_id_is_remembered(
+    store: ReferenceStore, clock: Clock
+) -> None:
+    proc = processor(store, clock)
+    _send(proc, command(Action.DELETE))
+    _held_data(store)  # the data came back, the idempotency store did not go back
+    plain = command(Action.DELETE)
+    _send(proc, plain)
+    assert set(store.held("cust-1")) == {"r-1", "r-2"}  # an ordinary resend is answered only
+    replayed = plain.model_copy(update={"parameters": {"replay-of": "restore-1"}})
+    assert _send(proc, replayed).command_id == "cmd-1"
+    assert store.held("cust-1") == {}
+
+
+def test_restore_refuses_a_file_that_is_not_a_snapshot(
+    store: ReferenceStore, tmp_path: Path
+) -> None:
+    other = ReferenceStore(tmp_path / "other.sqlite")
+    other.close()
+    with pytest.raises(ValueError, match="not a snapshot"):
+        store.restore(tmp_path / "other.sqlite")
