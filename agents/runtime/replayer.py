@@ -13,7 +13,8 @@ and an entry is appended after the deletion it records was confirmed, so
 ``offsets_for_times(since)`` finds the first entry that can concern a backup
 taken at ``since``: a replay reads only what was erased since then, not the
 whole ledger, and streams it in batches (memory does not grow with the size of
-an erasure: 10^5 records are 200 entries of at most 500 record ids).
+an erasure: 10^5 records are 200 entries of at most 500 record ids; only the
+ids of the commands already re-sent are kept, to send each once).
 
 ``RestoreListener`` does the same for every ``SystemRestored`` event a system
 publishes on ``<prefix>.restores`` (``Publisher.publish_restored``), and
@@ -183,11 +184,15 @@ class ErasureReplayer:
         dead: list[DeadLetter] = []
         entries = records = 0
         subjects: set[str] = set()
+        # The ledger may still hold an older entry of a command (not compacted
+        # yet, or replayed before): each command is re-sent once per replay.
+        sent: set[str] = set()
         batch: list[ErasureReplay] = []
         with Publisher(self.bootstrap, self.settings, codec=self.codec) as publisher:
             for entry in self.entries_since(since, dead):
-                if entry.system != system:
+                if entry.system != system or entry.command_id in sent:
                     continue
+                sent.add(entry.command_id)
                 batch.append(_replay_of(entry, restore_id, since))
                 entries += 1
                 records += len(entry.record_ids)
