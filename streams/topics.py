@@ -128,7 +128,14 @@ def declared_topics(
     return [
         *inputs,
         TopicSpec(names.acks, p, rf, dict(personal)),
-        TopicSpec(names.ticks, p, rf, {**delete, "retention.ms": str(1 * DAY_MS)}),
+        # Ticks name subjects (and replays name records): no longer than a day,
+        # and no longer than the personal-data bound.
+        TopicSpec(
+            names.ticks,
+            p,
+            rf,
+            {**delete, "retention.ms": str(min(DAY_MS, bounds.personal_ms))},
+        ),
         # The audit trail is the proof: kept forever, never compacted. It holds
         # pseudonyms only, never personal data.
         TopicSpec(names.audit, p, rf, {**delete, "retention.ms": "-1"}, keyed_by_subject=False),

@@ -42,13 +42,26 @@ BATCH_MAX = 200
 BATCH_WITHIN_S = 0.05
 # The state changelog is compacted; these bound how long a superseded or deleted
 # entry can survive in it, so erased data does not linger in the pipeline's own
-# topics: compaction runs within a day of a change, and a tombstone (a deleted
-# record, a forgotten subject) is itself dropped a day after that.
+# topics: compaction runs within a day of a change (the active segment is rolled
+# for it), and a tombstone (a deleted record, a forgotten subject) is itself
+# dropped a day after that. A policy with a shorter own-topics bound shortens
+# both (``changelog_config``; N9.erasure-own-topics, docs/own-data.md).
 CHANGELOG_CONFIG = {
     "max.compaction.lag.ms": str(86_400_000),
     "delete.retention.ms": str(86_400_000),
     "min.cleanable.dirty.ratio": "0.1",
 }
+
+
+def changelog_config(policy: Policy) -> dict[str, str]:
+    bound = min(policy.topic_retention().personal_ms, 86_400_000)
+    return {
+        **CHANGELOG_CONFIG,
+        "max.compaction.lag.ms": str(bound),
+        "delete.retention.ms": str(bound),
+    }
+
+
 METRICS_INTERVAL_S = 5.0
 
 
@@ -124,7 +137,7 @@ def build_pipeline(
         partitions=p,
         key_type=bytes,
         value_type=bytes,
-        extra_topic_configs=CHANGELOG_CONFIG,
+        extra_topic_configs=changelog_config(policy),
     )
     store = FaustStateStore(subjects)
     audit_topic = KafkaAuditTopic(
