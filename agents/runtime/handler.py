@@ -583,9 +583,9 @@ class Handler:
             await self._emit(
                 raw, self.names.responses, response.subject_id.encode(), response, None, batch
             )
-        for entry in decision.ledger:
-            key = ledger_key(entry.system, entry.command_id)
-            await self._emit(raw, self.names.erasure_ledger, key, entry, None, batch)
+        for erased in decision.ledger:
+            key = ledger_key(erased.system, erased.command_id)
+            await self._emit(raw, self.names.erasure_ledger, key, erased, None, batch)
         for entry in decision.audit:
             self.metrics.observe_decision(entry.rule_id, entry.decision)
             if entry.decision == ESCALATED:

@@ -46,14 +46,15 @@ def _erased() -> tuple[Harness, list[ErasureLedgerEntry]]:
 
 
 def test_a_confirmed_deletion_is_written_to_the_ledger_without_personal_data() -> None:
-    h, entries = _erased()
+    _, entries = _erased()
     assert {(e.system, tuple(e.record_ids)) for e in entries} == {
         ("crm", ("lead-1",)),
         ("call-recorder", ("rec-1",)),
     }
     for entry in entries:
         assert entry.subject_id == "cust-1"
-        assert entry.rule_id == "N9.erasure" and entry.request_id == "req-1"
+        assert entry.rule_id == "N9.erasure"
+        assert entry.request_id == "req-1"
         assert entry.erased_at == T0 + timedelta(days=1, minutes=5)
     # Only identifiers, rule, request and time: no field for data values.
     assert set(ErasureLedgerEntry.model_fields) == {
@@ -75,7 +76,8 @@ def test_a_retention_deletion_is_in_the_ledger_too() -> None:
     h.clock.advance(timedelta(days=30, seconds=1))
     [delete] = h.tick().commands
     [entry] = _ledger(h.ack(delete, AckOutcome.NOT_HELD))
-    assert entry.rule_id == "N7.call-recordings" and entry.command_id == delete.command_id
+    assert entry.rule_id == "N7.call-recordings"
+    assert entry.command_id == delete.command_id
 
 
 def test_a_failed_deletion_is_not_in_the_ledger() -> None:
@@ -83,7 +85,8 @@ def test_a_failed_deletion_is_not_in_the_ledger() -> None:
     d = h.send(h.event(CallRecorded, recording_id="rec-1", system="call-recorder"))
     h.clock.advance(timedelta(days=30, seconds=1))
     [delete] = h.tick().commands
-    assert d.commands == [] and _ledger(h.ack(delete, AckOutcome.FAILED)) == []
+    assert d.commands == []
+    assert _ledger(h.ack(delete, AckOutcome.FAILED)) == []
 
 
 def test_replay_resends_the_delete_with_its_id_audits_it_and_tracks_it() -> None:
@@ -94,8 +97,10 @@ def test_replay_resends_the_delete_with_its_id_audits_it_and_tracks_it() -> None
     d = h.send(_replay(crm, taken_at))
     [command] = d.commands
     assert command.command_id == crm.command_id
-    assert command.action is Action.DELETE and command.target_system == "crm"
-    assert command.record_ids == ["lead-1"] and command.request_id == "req-1"
+    assert command.action is Action.DELETE
+    assert command.target_system == "crm"
+    assert command.record_ids == ["lead-1"]
+    assert command.request_id == "req-1"
     assert command.parameters == {REPLAY_OF: "restore-1"}
     [audit] = [a for a in d.audit if a.decision == "erasure-replayed"]
     assert audit.rule_id == "N9.erasure-replay"
@@ -105,11 +110,13 @@ def test_replay_resends_the_delete_with_its_id_audits_it_and_tracks_it() -> None
     # Tracked like any command: re-sent when not acknowledged in time...
     h.clock.advance(NOTICE.commands.ack_deadline.as_timedelta() + timedelta(seconds=1))
     [again] = h.tick().commands
-    assert again.command_id == crm.command_id and again.attempt == 2
+    assert again.command_id == crm.command_id
+    assert again.attempt == 2
     # ...closed by its ack, which writes the ledger entry again with the new time.
     done = h.ack(again)
     [entry] = _ledger(done)
-    assert entry.command_id == crm.command_id and entry.erased_at == h.clock.now()
+    assert entry.command_id == crm.command_id
+    assert entry.erased_at == h.clock.now()
     assert "command-completed" in [a.decision for a in done.audit]
     assert done.state is None or done.state.commands == {}
 
