@@ -58,8 +58,8 @@ class SystemRestored(Frozen):
 class ErasureReplay(Frozen):
     """Asks the worker that owns a subject to send one ledger deletion again.
 
-    Sent to the tick topic (keyed by subject, co-partitioned with the state) by
-    the erasure replayer; the worker re-sends the DELETE with its original id and
+    Sent to the erasure-replays topic (keyed by subject, co-partitioned with the
+    inputs) by the erasure replayer; the worker re-sends the DELETE with its original id and
     audits ``erasure-replayed``.
     """
 

@@ -102,6 +102,10 @@ class TopicNames:
         return f"{self.prefix}.erasure-ledger"
 
     @property
+    def erasure_replays(self) -> str:
+        return f"{self.prefix}.erasure-replays"
+
+    @property
     def restores(self) -> str:
         return f"{self.prefix}.restores"
 
@@ -155,6 +159,14 @@ def declared_topics(
                 "message.timestamp.type": "LogAppendTime",
             },
             keyed_by_subject=False,
+        ),
+        # Ledger entries sent back to the worker owning each subject after a restore
+        # (co-partitioned with the inputs; ids only, consumed at once).
+        TopicSpec(
+            names.erasure_replays,
+            p,
+            rf,
+            {**delete, "retention.ms": str(min(DAY_MS, bounds.personal_ms))},
         ),
         # "Restored from a backup taken at T", published by downstream systems.
         TopicSpec(

@@ -199,13 +199,16 @@ class Handler:
         self.on_delivery_failure = on_delivery_failure
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
+        self._replays_topic = names.erasure_replays
         self._quarantined: set[bytes] = set()
 
     def _expected(self, topic: str) -> tuple[type[Frozen], ...]:
         if topic == self._acks_topic:
             return (CommandAck,)
         if topic == self._ticks_topic:
-            return (DueTick, ErasureReplay)
+            return (DueTick,)
+        if topic == self._replays_topic:
+            return (ErasureReplay,)
         return INPUT_EVENTS
 
     async def handle(self, raw: RawMessage) -> None:

@@ -4,8 +4,9 @@
 (``<prefix>.erasure-ledger``, written by the worker when a DELETE is
 confirmed; ``agents/rules/ledger.py``) from ``since`` minus the policy's clock
 margin, and sends each entry of ``system`` to its subject's worker as an
-``ErasureReplay`` on the tick topic (keyed by subject, so it reaches the
-partition that owns the subject's state). The worker re-sends the DELETE with
+``ErasureReplay`` on ``<prefix>.erasure-replays`` (keyed by subject and
+co-partitioned with the inputs, so it reaches the worker that owns the
+subject's state). The worker re-sends the DELETE with
 its original command id and audits ``erasure-replayed``.
 
 The ledger topic stamps entries with the broker's time (``LogAppendTime``),
@@ -198,10 +199,10 @@ class ErasureReplayer:
                 records += len(entry.record_ids)
                 subjects.add(entry.subject_id)
                 if len(batch) >= BATCH:
-                    publisher.publish_many(batch, topic=self.names.ticks)
+                    publisher.publish_many(batch, topic=self.names.erasure_replays)
                     batch = []
             if batch:
-                publisher.publish_many(batch, topic=self.names.ticks)
+                publisher.publish_many(batch, topic=self.names.erasure_replays)
         self.park(dead)
         report = ReplayReport(system, since, restore_id, entries, records, len(subjects), len(dead))
         log.info("%s", report.summary())

@@ -91,7 +91,7 @@ def build_pipeline(
         systems=[s.id for s in policy.systems],
         actions=[a.value for a in Action],
         request_types=[t.value for t in RequestType],
-        dead_letter_topics=[*names.inputs, names.acks, names.ticks],
+        dead_letter_topics=[*names.inputs, names.acks, names.ticks, names.erasure_replays],
         retry_steps=[s.value for s in Step],
     )
     # A command outstanding longer than this would already have been escalated
@@ -106,7 +106,9 @@ def build_pipeline(
     monitor = install_faust_sensors(app, registry)
     p = settings.partitions
 
-    source = raw_topic(app, *names.inputs, names.acks, names.ticks, partitions=p)
+    source = raw_topic(
+        app, *names.inputs, names.acks, names.ticks, names.erasure_replays, partitions=p
+    )
     ticks = raw_topic(app, names.ticks, partitions=p)
     outputs: dict[str, Any] = {}
 

@@ -400,11 +400,12 @@ def test_downstream_reads_own_commands_and_writes_acks_only() -> None:
             (("topic", f"lc.cmd.{system}"), frozenset({"Read", "Describe"}), False),
             (("group", f"lc.downstream.{system}"), frozenset({"Read"}), False),
             (("topic", "lc.acks"), frozenset({"Write", "Describe"}), False),
+            (("topic", "lc.restores"), frozenset({"Write", "Describe"}), False),
         }
 
 
 def test_only_the_worker_writes_internal_topics_and_reads_changelogs() -> None:
-    internal = {"lc.ticks", "lc.audit", "lc.responses", "lc.dead-letter"}
+    internal = {"lc.ticks", "lc.audit", "lc.responses", "lc.dead-letter", "lc.erasure-ledger"}
     worker_writes = set()
     for acl in acl_lines(PREFIX="lc", APP_ID="app"):
         kind, name = acl["resource"]
@@ -412,6 +413,9 @@ def test_only_the_worker_writes_internal_topics_and_reads_changelogs() -> None:
         if acl["principal"] == "User:lifecycle-worker":
             if writes:
                 worker_writes.add(name)
+            continue
+        if acl["principal"] == "User:lifecycle-replayer" and name == "lc.dead-letter":
+            assert acl["ops"] == {"Write", "Describe"}, acl  # parks; never reads it
             continue
         assert not (kind == "topic" and name.startswith("app-")), acl
         assert not (writes and (name in internal or name.startswith("lc.cmd."))), acl

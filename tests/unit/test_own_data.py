@@ -70,7 +70,14 @@ def test_topics_that_can_hold_personal_data_keep_it_within_the_policy_bound() ->
         assert specs[name]["cleanup.policy"] == "delete", name
     assert int(specs[names.ticks]["retention.ms"]) <= 24 * HOUR_MS
     # Every topic is accounted for: personal-data bound, ticks, audit, ledger, restores.
-    assert set(specs) == {*personal, names.ticks, names.audit, names.erasure_ledger, names.restores}
+    assert set(specs) == {
+        *personal,
+        names.ticks,
+        names.audit,
+        names.erasure_ledger,
+        names.erasure_replays,
+        names.restores,
+    }
 
 
 def test_the_ledger_is_kept_as_long_as_the_longest_backup_and_seeks_by_broker_time() -> None:
