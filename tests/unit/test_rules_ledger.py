@@ -2,12 +2,16 @@
 
 from datetime import UTC, datetime, timedelta
 
+from agents.rules import limits
 from agents.rules.ledger import REPLAY_OF
-from agents.rules.testing import Harness, Step
+from agents.rules.testing import Harness, Step, seed_records
+from agents.store.base import MAX_MESSAGE_BYTES
+from agents.store.memory import MemoryStore
 from schemas.base import DataCategory
 from schemas.commands import AckOutcome, Action
 from schemas.events import CallRecorded, ErasureRequested
 from schemas.internal import ErasureLedgerEntry, ErasureReplay
+from streams.codec import Codec
 from tests.unit.builders import NOTICE, register
 
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
@@ -139,3 +143,31 @@ def test_replay_after_the_subject_state_was_forgotten_still_resends() -> None:
     h.tick()
     [command] = h.send(_replay(crm, T0)).commands
     assert command.command_id == crm.command_id
+
+
+def test_a_large_erasure_is_a_ledger_entry_per_command_each_bounded() -> None:
+    store = MemoryStore()
+    seed_records(store, NOTICE, T0, "cust-1", 1_200)
+    h = Harness(NOTICE, T0, store=store)
+    d = h.send(h.event(ErasureRequested, request_id="req-1"))
+    entries = [e for c in d.commands for e in _ledger(h.ack(c))]
+    assert len(entries) == len(d.commands) == 3
+    named = [r for e in entries for r in e.record_ids]
+    assert len(named) == len(set(named)) == 1_200
+    assert all(len(e.record_ids) <= limits.CHUNK for e in entries)
+
+
+def test_a_ledger_entry_at_its_bounds_fits_in_a_message() -> None:
+    longest = "r" * 128  # Identifier allows 128 characters
+    entry = ErasureLedgerEntry(
+        command_id="cmd-" + "f" * 32,
+        system="intl-numbers-processor",
+        subject_id="s" * 128,
+        controller_id="smartcomms",
+        record_ids=[f"{longest[:-6]}{n:06d}" for n in range(limits.CHUNK)],
+        categories=list(DataCategory),
+        rule_id="N9.erasure",
+        request_id="q" * 128,
+        erased_at=T0,
+    )
+    assert len(Codec().encode(entry)) < MAX_MESSAGE_BYTES
