@@ -276,15 +276,23 @@ def compose() -> Doc:
 
 def test_compose_services_and_images() -> None:
     services = compose()["services"]
-    assert set(services) == {"kafka", "topics", "worker", "downstream-call-recorder", "prometheus"}
+    assert set(services) == {
+        "kafka",
+        "topics",
+        "worker",
+        "downstream-call-recorder",
+        "erasure-replayer",
+        "prometheus",
+    }
     assert re.fullmatch(r"apache/kafka:4\.1\.\d+", services["kafka"]["image"])
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
-    for name in ("topics", "worker", "downstream-call-recorder"):
+    for name in ("topics", "worker", "downstream-call-recorder", "erasure-replayer"):
         build = services[name]["build"]
         assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     assert services["topics"]["command"] == ["topics", "create"]
     assert services["worker"]["command"] == ["worker"]
+    assert services["erasure-replayer"]["command"] == ["erasures", "listen"]
     command = services["downstream-call-recorder"]["command"]
     assert command[:2] == ["downstream", "--system"]
     assert command[2] in policy_systems()
