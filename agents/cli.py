@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -98,6 +99,63 @@ def downstream(system: str, fail_actions: tuple[str, ...], silent: bool) -> None
         behaviour=Behaviour(frozenset(Action(a) for a in fail_actions), silent),
     )
     consumer.run()
+
+
+@main.group("downstream-backup")
+def downstream_backup() -> None:
+    """Backups of a reference downstream store, to show erasure replay (docs/own-data.md)."""
+
+
+def _store_path(system: str, store: Path | None) -> Path:
+    return store or Settings().var_dir / "downstream" / f"{system}.sqlite"
+
+
+@downstream_backup.command("take")
+@click.option("--system", required=True, help="Downstream system id from the policy.")
+@click.option("--out", "target", type=click.Path(path_type=Path), required=True)
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Default: var/.")
+def downstream_backup_take(system: str, target: Path, store: Path | None) -> None:
+    """Copy the system's store (data and idempotency records) to OUT, stamped now."""
+    from agents.tools.downstream import ReferenceStore
+
+    taken_at = datetime.now(UTC)
+    reference = ReferenceStore(_store_path(system, store))
+    try:
+        reference.snapshot(target, taken_at)
+    finally:
+        reference.close()
+    click.echo(f"backup of {system} taken at {taken_at.isoformat()}: {target}")
+
+
+@downstream_backup.command("restore")
+@click.option("--system", required=True, help="Downstream system id from the policy.")
+@click.option("--from", "source", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Default: var/.")
+@click.option(
+    "--announce/--no-announce",
+    default=True,
+    show_default=True,
+    help="Publish SystemRestored, so the pipeline re-sends the erasures made since the backup.",
+)
+def downstream_backup_restore(
+    system: str, source: Path, store: Path | None, announce: bool
+) -> None:
+    """Replace the system's store with a backup (erased data comes back), and say so."""
+    from agents.tools.downstream import ReferenceStore
+    from streams.publisher import Publisher
+
+    reference = ReferenceStore(_store_path(system, store))
+    try:
+        taken_at = reference.restore(source)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        reference.close()
+    click.echo(f"{system} restored to its backup of {taken_at.isoformat()}")
+    if announce:
+        with Publisher(_bootstrap(), Settings()) as publisher:
+            publisher.publish_restored(system, taken_at)
+        click.echo("SystemRestored published: `lifecycle erasures listen` re-sends the erasures")
 
 
 @main.group()

@@ -252,3 +252,29 @@ def test_restore_refuses_a_file_that_is_not_a_snapshot(
     other.close()
     with pytest.raises(ValueError, match="not a snapshot"):
         store.restore(tmp_path / "other.sqlite")
+
+
+def test_backup_commands_take_and_restore_a_store(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agents.cli import main
+
+    path, backup = tmp_path / "crm.sqlite", tmp_path / "crm-backup.sqlite"
+    store = ReferenceStore(path)
+    store.hold("cust-1", "r-1", "Ann Example")
+    runner = CliRunner()
+    take = ["downstream-backup", "take", "--system", "crm", "--store", str(path)]
+    taken = runner.invoke(main, [*take, "--out", str(backup)])
+    assert taken.exit_code == 0, taken.output
+    store.hold("cust-2", "r-2", "added after the backup")
+    other = sqlite3.connect(path)  # the system deletes cust-1 by its own means
+    with other:
+        other.execute("DELETE FROM holdings WHERE subject_id = 'cust-1'")
+    other.close()
+    assert store.held("cust-1") == {}
+    restore = ["downstream-backup", "restore", "--system", "crm", "--store", str(path)]
+    restored = runner.invoke(main, [*restore, "--from", str(backup), "--no-announce"])
+    assert restored.exit_code == 0, restored.output
+    assert "crm restored to its backup of" in restored.output
+    assert store.held("cust-1") == {"r-1": "Ann Example"}
+    assert store.held("cust-2") == {}
