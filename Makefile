@@ -59,6 +59,7 @@ bench: install ## Run the benchmarks (codec throughput, worker throughput, tick 
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/tick_bench.py
 	$(BIN)/python bench/desk_bench.py
+	$(BIN)/python bench/replay_bench.py
 
 bench-failover: install ## Restore rate from changelogs and failover time with/without standby replicas (minutes)
 	$(BIN)/python bench/failover_bench.py
