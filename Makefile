@@ -63,6 +63,7 @@ bench: install ## Run the benchmarks (codec, CPU per event by records held, work
 	$(BIN)/python bench/tick_bench.py
 	$(BIN)/python bench/cutoff_bench.py
 	$(BIN)/python bench/desk_bench.py
+	$(BIN)/python bench/replay_bench.py
 
 bench-scale: install ## One subject with 10^5 records grown and erased on the real worker; recovery at 10^6 scheduled items (tens of minutes)
 	$(BIN)/python bench/large_subject_bench.py --records 100000

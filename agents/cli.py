@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-from typing import NoReturn
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -14,6 +17,9 @@ from streams.broker.cli import kafka
 from streams.broker.errors import BrokerError
 from streams.cli import publish, tail
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.runtime.replayer import ErasureReplayer
 
 
 def _fail(message: str) -> NoReturn:
@@ -66,7 +72,9 @@ def topics_create() -> None:
     settings = Settings()
     policy = load_policy(settings.policy_path)
     try:
-        created = ensure_topics(settings, _bootstrap(), [s.id for s in policy.systems])
+        created = ensure_topics(
+            settings, _bootstrap(), [s.id for s in policy.systems], policy.topic_retention()
+        )
     except TopicDrift as exc:
         _fail(str(exc))
     click.echo(f"created {len(created)} topic(s)")
@@ -91,6 +99,63 @@ def downstream(system: str, fail_actions: tuple[str, ...], silent: bool) -> None
         behaviour=Behaviour(frozenset(Action(a) for a in fail_actions), silent),
     )
     consumer.run()
+
+
+@main.group("downstream-backup")
+def downstream_backup() -> None:
+    """Backups of a reference downstream store, to show erasure replay (docs/own-data.md)."""
+
+
+def _store_path(system: str, store: Path | None) -> Path:
+    return store or Settings().var_dir / "downstream" / f"{system}.sqlite"
+
+
+@downstream_backup.command("take")
+@click.option("--system", required=True, help="Downstream system id from the policy.")
+@click.option("--out", "target", type=click.Path(path_type=Path), required=True)
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Default: var/.")
+def downstream_backup_take(system: str, target: Path, store: Path | None) -> None:
+    """Copy the system's store (data and idempotency records) to OUT, stamped now."""
+    from agents.tools.downstream import ReferenceStore
+
+    taken_at = datetime.now(UTC)
+    reference = ReferenceStore(_store_path(system, store))
+    try:
+        reference.snapshot(target, taken_at)
+    finally:
+        reference.close()
+    click.echo(f"backup of {system} taken at {taken_at.isoformat()}: {target}")
+
+
+@downstream_backup.command("restore")
+@click.option("--system", required=True, help="Downstream system id from the policy.")
+@click.option("--from", "source", type=click.Path(path_type=Path, exists=True), required=True)
+@click.option("--store", type=click.Path(path_type=Path), default=None, help="Default: var/.")
+@click.option(
+    "--announce/--no-announce",
+    default=True,
+    show_default=True,
+    help="Publish SystemRestored, so the pipeline re-sends the erasures made since the backup.",
+)
+def downstream_backup_restore(
+    system: str, source: Path, store: Path | None, announce: bool
+) -> None:
+    """Replace the system's store with a backup (erased data comes back), and say so."""
+    from agents.tools.downstream import ReferenceStore
+    from streams.publisher import Publisher
+
+    reference = ReferenceStore(_store_path(system, store))
+    try:
+        taken_at = reference.restore(source)
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        reference.close()
+    click.echo(f"{system} restored to its backup of {taken_at.isoformat()}")
+    if announce:
+        with Publisher(_bootstrap(), Settings()) as publisher:
+            publisher.publish_restored(system, taken_at)
+        click.echo("SystemRestored published: `lifecycle erasures listen` re-sends the erasures")
 
 
 @main.group()
@@ -132,6 +197,57 @@ def audit_verify(partitions: tuple[int, ...], start: int, end: int | None) -> No
         broken = broken or result.broken is not None or bool(result.incomplete)
     if broken:
         sys.exit(2)
+
+
+@main.group()
+def erasures() -> None:
+    """Erasures re-applied after a downstream restore (N9.erasure-replay)."""
+
+
+def _replayer() -> ErasureReplayer:
+    from agents.rules.policy import load_policy
+    from agents.runtime.replayer import ErasureReplayer
+
+    settings = Settings()
+    policy = load_policy(settings.policy_path)
+    replayer = ErasureReplayer(
+        _bootstrap(),
+        settings,
+        clock=SystemClock(),
+        clock_margin=policy.backups.clock_margin.as_timedelta(),
+    )
+    return replayer
+
+
+@erasures.command("replay")
+@click.option("--system", required=True, help="Downstream system id that was restored.")
+@click.option(
+    "--since",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="When the restored backup was taken (ISO 8601; UTC when no offset is given).",
+)
+@click.option("--restore-id", default=None, help="Names the restore in the audit trail.")
+def erasures_replay(system: str, since: datetime, restore_id: str | None) -> None:
+    """Re-send every DELETE confirmed by SYSTEM since the backup was taken, same command ids."""
+    import uuid
+
+    replayer = _replayer()
+    when = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    report = replayer.replay(system, when, restore_id or f"restore-{uuid.uuid4().hex[:16]}")
+    click.echo(report.summary())
+    if report.unreadable:
+        sys.exit(2)
+
+
+@erasures.command("listen")
+def erasures_listen() -> None:
+    """Replay erasures for every SystemRestored event on <prefix>.restores (runs until stopped)."""
+    from agents.runtime.replayer import RestoreListener
+
+    listener = RestoreListener(_replayer())
+    signal.signal(signal.SIGTERM, lambda *_: listener.stop())
+    listener.run()
 
 
 @main.group()

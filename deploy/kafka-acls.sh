@@ -12,7 +12,7 @@
 #   APP_ID              Faust app id / consumer group, LIFECYCLE_APP_ID (default: data-lifecycle)
 #   PRODUCING_SYSTEMS   systems that publish events (default: streams/topics.py PRODUCING_SYSTEMS)
 #   DOWNSTREAM_SYSTEMS  systems that receive commands (default: agents/policy/notice.yaml systems)
-#   WORKER_PRINCIPAL, TOPIC_ADMIN_PRINCIPAL, AUDITOR_PRINCIPAL: principal names
+#   WORKER_PRINCIPAL, TOPIC_ADMIN_PRINCIPAL, AUDITOR_PRINCIPAL, REPLAYER_PRINCIPAL: principal names
 #   (producers are User:producer-<system>, downstream consumers User:downstream-<system>)
 set -euo pipefail
 
@@ -23,6 +23,7 @@ DOWNSTREAM_SYSTEMS="${DOWNSTREAM_SYSTEMS:-call-recorder telephony-switch billing
 WORKER_PRINCIPAL="${WORKER_PRINCIPAL:-User:lifecycle-worker}"
 TOPIC_ADMIN_PRINCIPAL="${TOPIC_ADMIN_PRINCIPAL:-User:lifecycle-topic-admin}"
 AUDITOR_PRINCIPAL="${AUDITOR_PRINCIPAL:-User:lifecycle-auditor}"
+REPLAYER_PRINCIPAL="${REPLAYER_PRINCIPAL:-User:lifecycle-replayer}"
 KAFKA_ACLS="${KAFKA_ACLS:-kafka-acls.sh}"
 DRY_RUN="${DRY_RUN:-0}"
 
@@ -65,13 +66,15 @@ for system in $DOWNSTREAM_SYSTEMS; do
   acl "$principal" Read Describe -- --topic "${PREFIX}.cmd.${system}"
   acl "$principal" Read -- --group "${PREFIX}.downstream.${system}"
   acl "$principal" Write Describe -- --topic "${PREFIX}.acks"
+  # Announces a restore from backup (SystemRestored): its erasures are re-sent.
+  acl "$principal" Write Describe -- --topic "${PREFIX}.restores"
 done
 
 # 3. The worker: reads every pipeline topic, writes commands and the internal topics,
 #    owns Faust's own topics (changelogs, leader topic) and its consumer group.
 acl "$WORKER_PRINCIPAL" Read Describe DescribeConfigs -- --topic "${PREFIX}." --resource-pattern-type prefixed
 acl "$WORKER_PRINCIPAL" Write -- --topic "${PREFIX}.cmd." --resource-pattern-type prefixed
-for topic in ticks audit responses dead-letter; do
+for topic in ticks audit responses dead-letter erasure-ledger; do
   acl "$WORKER_PRINCIPAL" Write -- --topic "${PREFIX}.${topic}"
 done
 acl "$WORKER_PRINCIPAL" All -- --topic "${APP_ID}-" --resource-pattern-type prefixed
@@ -79,6 +82,16 @@ acl "$WORKER_PRINCIPAL" Read -- --group "${APP_ID}"
 #    The audit chain's transactional producers, one id per partition (<app>.audit.<n>):
 #    only the worker may take one over (and so fence the previous owner).
 acl "$WORKER_PRINCIPAL" Write Describe -- --transactional-id "${APP_ID}.audit." --resource-pattern-type prefixed
+
+# 3b. The erasure replayer (lifecycle erasures listen/replay): reads the erasure
+#     ledger and restore events, sends ledger entries back to the worker, parks
+#     what it cannot read. Groups: its listener's, and throwaway ledger readers.
+acl "$REPLAYER_PRINCIPAL" Read Describe -- --topic "${PREFIX}.erasure-ledger"
+acl "$REPLAYER_PRINCIPAL" Read Describe -- --topic "${PREFIX}.restores"
+acl "$REPLAYER_PRINCIPAL" Read -- --group "${PREFIX}.erasure-replayer"
+acl "$REPLAYER_PRINCIPAL" Read -- --group "${PREFIX}.ledger-read." --resource-pattern-type prefixed
+acl "$REPLAYER_PRINCIPAL" Write Describe -- --topic "${PREFIX}.erasure-replays"
+acl "$REPLAYER_PRINCIPAL" Write Describe -- --topic "${PREFIX}.dead-letter"
 
 # 4. Topic creation job: creates and configures the pipeline's topics, nothing else.
 acl "$TOPIC_ADMIN_PRINCIPAL" Create Describe DescribeConfigs AlterConfigs -- \

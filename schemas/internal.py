@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from schemas.base import Frozen, Identifier, UtcDatetime
+from pydantic import Field
+
+from schemas.base import DataCategory, Frozen, Identifier, ShortText, Slug, UtcDatetime
 
 
 class DueTick(Frozen):
@@ -17,3 +19,58 @@ class DueTick(Frozen):
     subject_id: Identifier
     due_at: UtcDatetime
     sent_at: UtcDatetime
+
+
+class ErasureLedgerEntry(Frozen):
+    """One deletion a downstream system confirmed, kept for replay after a restore.
+
+    Written to the erasure-ledger topic (key ``<system>/<command_id>``, compacted)
+    when a DELETE command is acknowledged DONE or NOT_HELD, and kept as long as
+    the longest backup retention in the policy (N9.erasure-replay). It names
+    records and commands only; no personal data values.
+    """
+
+    command_id: Identifier
+    system: Slug
+    subject_id: Identifier
+    controller_id: Slug
+    record_ids: list[Identifier] = Field(default_factory=list, max_length=10_000)
+    categories: list[DataCategory] = Field(default_factory=list, max_length=20)
+    rule_id: ShortText
+    request_id: Identifier | None = None
+    erased_at: UtcDatetime
+
+
+class SystemRestored(Frozen):
+    """A downstream system was restored from a backup taken at ``backup_taken_at``.
+
+    Published by the system (``Publisher.publish_restored``) on the restores
+    topic; every deletion of that system recorded in the erasure ledger since the
+    backup was taken is sent to it again, with the same command ids.
+    """
+
+    restore_id: Identifier
+    system: Slug
+    backup_taken_at: UtcDatetime
+    restored_at: UtcDatetime
+
+
+class ErasureReplay(Frozen):
+    """Asks the worker that owns a subject to send one ledger deletion again.
+
+    Sent to the erasure-replays topic (keyed by subject, co-partitioned with the
+    inputs) by the erasure replayer; the worker re-sends the DELETE with its original id and
+    audits ``erasure-replayed``.
+    """
+
+    subject_id: Identifier
+    restore_id: Identifier
+    backup_taken_at: UtcDatetime
+    command_id: Identifier
+    system: Slug
+    controller_id: Slug
+    record_ids: list[Identifier] = Field(default_factory=list, max_length=10_000)
+    categories: list[DataCategory] = Field(default_factory=list, max_length=20)
+    rule_id: ShortText
+    request_id: Identifier | None = None
+    erased_at: UtcDatetime

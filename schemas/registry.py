@@ -31,7 +31,7 @@ from schemas.base import Frozen
 from schemas.commands import Command, CommandAck, ExportedRecord
 from schemas.deadletter import DeadLetter
 from schemas.events import INPUT_EVENTS, SourceWatermark
-from schemas.internal import DueTick
+from schemas.internal import DueTick, ErasureLedgerEntry, ErasureReplay, SystemRestored
 from schemas.responses import KeptItem, RequestResponse
 
 AVRO_DIR = Path(__file__).resolve().parent / "avro"
@@ -51,6 +51,9 @@ MODELS: tuple[type[Frozen], ...] = (
     KeptItem,
     DueTick,
     DeadLetter,
+    ErasureLedgerEntry,
+    SystemRestored,
+    ErasureReplay,
 )
 # Records that only appear inside other records.
 NESTED_MODELS: frozenset[type[Frozen]] = frozenset((ExportedRecord, KeptItem))

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.settings import Settings
-from streams.topics import TopicSpec, declared_topics
+from streams.topics import TopicRetention, TopicSpec, declared_topics
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,16 @@ def topic_drift(admin: AdminClient, specs: Iterable[TopicSpec]) -> list[str]:
 
 
 def ensure_topics(
-    settings: Settings, bootstrap: str, downstream_systems: Iterable[str]
+    settings: Settings,
+    bootstrap: str,
+    downstream_systems: Iterable[str],
+    retention: TopicRetention | None = None,
 ) -> list[str]:
     """Create missing declared topics; raise ``TopicDrift`` if existing ones differ.
 
     Returns the names created. Safe to run any number of times.
     """
-    specs = declared_topics(settings, downstream_systems)
+    specs = declared_topics(settings, downstream_systems, retention)
     admin = admin_client(settings, bootstrap)
     existing = set(admin.list_topics(timeout=15).topics)
     missing = [s for s in specs if s.name not in existing]

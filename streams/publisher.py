@@ -18,6 +18,9 @@ meaning every event of that system with an event time at or before ``up_to``
 has been published. Systems send it periodically (a heartbeat, e.g. each
 minute with the time of their latest published event, or the current time when
 they have published everything) and after a backlog is flushed.
+A downstream system restored from a backup calls
+``publisher.publish_restored(system, backup_taken_at)`` so that the erasures
+made since the backup are applied again (docs/own-data.md).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.base import Frozen
 from schemas.events import SourceWatermark
+from schemas.internal import SystemRestored
 from streams.codec import Codec
 from streams.settings import Settings
 from streams.topics import MURMUR2_PARTITIONER, TopicNames
@@ -171,6 +175,27 @@ class Publisher:
             self._produce(topic, value, None, on_delivery(index), partition=partition)
         remaining = self._producer.flush(self.timeout)
         return _collect(results, remaining, self.timeout)
+
+    def publish_restored(
+        self,
+        system: str,
+        backup_taken_at: datetime,
+        *,
+        restore_id: str | None = None,
+        restored_at: datetime | None = None,
+    ) -> Delivery:
+        """Tell the pipeline that ``system`` was restored from a backup taken at
+        ``backup_taken_at``: every deletion confirmed by it since then is sent
+        to it again, with the same command ids (N9.erasure-replay). Publish it
+        before the restored system takes traffic again; ``restore_id`` names the
+        restore (one replay per id; default: a fresh id)."""
+        event = SystemRestored(
+            restore_id=restore_id or f"restore-{uuid.uuid4().hex}",
+            system=system,
+            backup_taken_at=backup_taken_at,
+            restored_at=restored_at or datetime.now(UTC),
+        )
+        return self.publish(event, topic=self.topics.restores)
 
     def _produce(
         self,

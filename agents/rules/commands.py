@@ -18,6 +18,8 @@
   audited (``unknown-command-ack``) and remembered briefly in case the command
   is issued afterwards (out-of-order delivery); a repeated ack for a command
   closed within the policy's ``state.closed_commands_kept_for`` is ignored.
+* A DELETE closed DONE or NOT_HELD is written to the erasure ledger
+  (``ledger.py``), so it can be sent again after the system restores a backup.
 * N14 guard: no command other than DELETE or SUPPRESS_MARKETING that concerns
   call recordings may go to a marketing system.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from agents.rules import ids, limits, requests
+from agents.rules import ids, ledger, limits, requests
 from agents.rules.context import Ctx, closed_due, command_due
 from agents.rules.state import (
     MAX_EARLY_ACKS,
@@ -206,6 +208,8 @@ def _close(
         **({"early_ack": "true"} if early else {}),
         **({"request_id": command.request_id} if command.request_id else {}),
     )
+    if command.action is Action.DELETE:
+        ledger.record(ctx, command)
     for record in again:
         ctx.audit(
             record.rule_id or ids.N3_REGISTER,

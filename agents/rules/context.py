@@ -37,6 +37,7 @@ from agents.store.codec import decode, encode
 from agents.store.layer import Entries, Layer, Write, scan
 from schemas.commands import Command
 from schemas.events import DEFAULT_CONTROLLER
+from schemas.internal import ErasureLedgerEntry
 from schemas.responses import RequestResponse
 
 __all__ = ["AuditEntry", "Ctx", "Decision", "Notes", "Table"]
@@ -72,6 +73,8 @@ class Decision:
     more: bool = False
     notes: Notes = field(default_factory=Notes)
     subject_id: str = ""
+    # Deletions confirmed in this decision, for the erasure ledger (N9.erasure-replay).
+    ledger: list[ErasureLedgerEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,7 @@ class Ctx:
         self.out_commands: list[Command] = []
         self.out_audit: list[AuditEntry] = []
         self.out_responses: list[RequestResponse] = []
+        self.out_ledger: list[ErasureLedgerEntry] = []
         self.notes = Notes()
         self.more = False
         # Records this step may still page through (jobs share it).
@@ -372,6 +376,7 @@ class Ctx:
             more=self.more,
             notes=self.notes,
             subject_id=self.subject_id,
+            ledger=self.out_ledger,
         )
 
     @property

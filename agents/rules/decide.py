@@ -41,6 +41,7 @@ from agents.rules import (
 )
 from agents.rules import consent as _consent  # noqa: F401
 from agents.rules import erasure as _erasure  # noqa: F401  (registers handlers)
+from agents.rules import ledger as _ledger  # noqa: F401
 from agents.rules import marketing as _marketing  # noqa: F401
 from agents.rules import objection as _objection  # noqa: F401
 from agents.rules import records as _records  # noqa: F401
@@ -54,9 +55,9 @@ from agents.store.codec import decode
 from agents.store.layer import Entries, scan
 from schemas.commands import CommandAck
 from schemas.events import DEFAULT_CONTROLLER, Event
-from schemas.internal import DueTick
+from schemas.internal import DueTick, ErasureReplay
 
-Message = Event | CommandAck | DueTick
+Message = Event | CommandAck | DueTick | ErasureReplay
 
 __all__ = ["AuditEntry", "Decision", "Message", "decide", "next_due"]
 

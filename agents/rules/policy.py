@@ -49,6 +49,7 @@ from pydantic import Field, ValidationError
 from agents.rules.durations import Duration
 from schemas.base import DataCategory, Frozen, LegalBasis, ShortText, Slug
 from schemas.events import DEFAULT_CONTROLLER
+from streams.topics import TopicRetention
 
 RuleId = str
 
@@ -229,6 +230,36 @@ class EventTimeSettings(Frozen):
     allowed_lateness: Duration = Duration.parse("PT0S")
 
 
+class BackupSettings(Frozen):
+    """Erasures re-applied after a downstream restore (``N9.erasure-replay``, docs/own-data.md).
+
+    ``longest_retention``: the longest time any downstream system keeps a backup;
+    the erasure ledger keeps each erasure this long, so a restore from any
+    backup still held can be cleaned again. ``clock_margin``: a replay "since T"
+    also re-sends erasures recorded up to this long before T (clocks of the
+    backup tool and the broker differ).
+    """
+
+    rule: ShortText = "N9.erasure-replay"
+    longest_retention: Duration = Duration.parse("P35D")
+    clock_margin: Duration = Duration.parse("PT1H")
+
+
+class OwnTopicSettings(Frozen):
+    """How long the pipeline's own topics keep personal data (``N9.erasure-own-topics``).
+
+    ``personal_data_kept_for`` is the retention of every topic that can carry
+    personal data values (inputs, commands, acknowledgements, responses, dead
+    letters): after an erasure nothing of the subject's data survives there
+    longer than this plus ``segment_for`` (a segment is deleted whole, once its
+    newest message is older than the retention). docs/own-data.md.
+    """
+
+    rule: ShortText = "N9.erasure-own-topics"
+    personal_data_kept_for: Duration = Duration.parse("PT72H")
+    segment_for: Duration = Duration.parse("PT1H")
+
+
 class Policy(Frozen):
     version: ShortText
     controller: ControllerIdentity
@@ -244,6 +275,8 @@ class Policy(Frozen):
     state: StateSettings = StateSettings()
     consent: ConsentSettings = ConsentSettings()
     event_time: EventTimeSettings = EventTimeSettings()
+    backups: BackupSettings = BackupSettings()
+    own_topics: OwnTopicSettings = OwnTopicSettings()
     controllers: list[ControllerPolicy] = Field(default_factory=list)
 
     # -- look-ups used by the rules ------------------------------------------------
@@ -278,6 +311,19 @@ class Policy(Frozen):
             if rule.kind is kind and (category is None or category in rule.categories):
                 return rule
         return None
+
+    def topic_retention(self) -> TopicRetention:
+        """The retention bounds of the pipeline's own topics (N9.erasure-own-topics,
+        N9.erasure-replay)."""
+
+        def ms(d: Duration) -> int:
+            return int(d.as_timedelta().total_seconds() * 1000)
+
+        return TopicRetention(
+            personal_ms=ms(self.own_topics.personal_data_kept_for),
+            segment_ms=ms(self.own_topics.segment_for),
+            ledger_ms=ms(self.backups.longest_retention),
+        )
 
     def complaint_text(self) -> str:
         ico = self.ico
@@ -414,6 +460,17 @@ def _check(policy: Policy) -> list[tuple[str, str]]:
     sources = policy.event_time.sources
     if len(set(sources)) != len(sources):
         problems.append(("event_time.sources", "a source is listed twice"))
+    for section, name in (
+        ("backups", "longest_retention"),
+        ("backups", "clock_margin"),
+        ("own_topics", "personal_data_kept_for"),
+        ("own_topics", "segment_for"),
+    ):
+        d = getattr(getattr(policy, section), name)
+        if d.is_calendar:
+            problems.append((f"{section}.{name}", f"{d} must have a fixed length (no Y or M)"))
+        elif d.exact.total_seconds() <= 0 and name != "clock_margin":
+            problems.append((f"{section}.{name}", "must be longer than zero"))
     if not problems and cmd.retry_backoff_max.exact < cmd.retry_backoff_base.exact:
         problems.append(("commands.retry_backoff_max", "shorter than retry_backoff_base"))
     if policy.controller.id != DEFAULT_CONTROLLER:

@@ -37,6 +37,7 @@ from agents.clock import Clock
 from agents.rules import cutoff
 from agents.rules.context import AuditEntry, Decision
 from agents.rules.decide import decide
+from agents.rules.ledger import ledger_key
 from agents.rules.policy import Policy
 from agents.runtime.failures import Failure, RetryPolicy, Step, StepFailed, classify, retrying
 from agents.runtime.metrics import LifecycleMetrics, never_raises
@@ -49,7 +50,7 @@ from schemas.base import Frozen
 from schemas.commands import CommandAck
 from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from schemas.events import INPUT_EVENTS, Event, SourceWatermark
-from schemas.internal import DueTick
+from schemas.internal import DueTick, ErasureReplay
 from streams.codec import Codec
 from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter, parked
 from streams.topics import TopicNames
@@ -218,6 +219,7 @@ class Handler:
         self.on_delivery_failure = on_delivery_failure
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
+        self._replays_topic = names.erasure_replays
         self._quarantined: set[bytes] = set()
 
     def _expected(self, topic: str) -> tuple[type[Frozen], ...]:
@@ -225,6 +227,8 @@ class Handler:
             return (CommandAck,)
         if topic == self._ticks_topic:
             return (DueTick,)
+        if topic == self._replays_topic:
+            return (ErasureReplay,)
         return (*INPUT_EVENTS, SourceWatermark)
 
     async def _heartbeat(
@@ -305,7 +309,7 @@ class Handler:
             self.metrics.observe_event(raw.topic, type(message).__name__)
             await self._heartbeat(raw, message, now, batch)
             return
-        assert isinstance(message, Event | CommandAck | DueTick)
+        assert isinstance(message, Event | CommandAck | DueTick | ErasureReplay)
         self.metrics.observe_event(raw.topic, type(message).__name__)
         if isinstance(message, DueTick):
             self.metrics.observe_timer_fired((now - message.due_at).total_seconds())
@@ -340,7 +344,7 @@ class Handler:
         batch.write(subject_id, raw, migrated + decision.writes)
 
     async def _load_and_decide(
-        self, base: Layer, message: Event | CommandAck | DueTick, now: datetime
+        self, base: Layer, message: Event | CommandAck | DueTick | ErasureReplay, now: datetime
     ) -> tuple[list[Write], bytes | None, Decision | Exception]:
         """Read (converting a previous-format subject) and decide, on a layer of its
         own over the batch's. A store read failing transiently is retried (step
@@ -635,6 +639,9 @@ class Handler:
             await self._emit(
                 raw, self.names.responses, response.subject_id.encode(), response, None, batch
             )
+        for erased in decision.ledger:
+            key = ledger_key(erased.system, erased.command_id)
+            await self._emit(raw, self.names.erasure_ledger, key, erased, None, batch)
         for entry in decision.audit:
             self.metrics.observe_decision(entry.rule_id, entry.decision)
             if entry.decision == ESCALATED:

@@ -42,13 +42,26 @@ BATCH_MAX = 200
 BATCH_WITHIN_S = 0.05
 # The state changelog is compacted; these bound how long a superseded or deleted
 # entry can survive in it, so erased data does not linger in the pipeline's own
-# topics: compaction runs within a day of a change, and a tombstone (a deleted
-# record, a forgotten subject) is itself dropped a day after that.
+# topics: compaction runs within a day of a change (the active segment is rolled
+# for it), and a tombstone (a deleted record, a forgotten subject) is itself
+# dropped a day after that. A policy with a shorter own-topics bound shortens
+# both (``changelog_config``; N9.erasure-own-topics, docs/own-data.md).
 CHANGELOG_CONFIG = {
     "max.compaction.lag.ms": str(86_400_000),
     "delete.retention.ms": str(86_400_000),
     "min.cleanable.dirty.ratio": "0.1",
 }
+
+
+def changelog_config(policy: Policy) -> dict[str, str]:
+    bound = min(policy.topic_retention().personal_ms, 86_400_000)
+    return {
+        **CHANGELOG_CONFIG,
+        "max.compaction.lag.ms": str(bound),
+        "delete.retention.ms": str(bound),
+    }
+
+
 METRICS_INTERVAL_S = 5.0
 
 
@@ -78,7 +91,7 @@ def build_pipeline(
         systems=[s.id for s in policy.systems],
         actions=[a.value for a in Action],
         request_types=[t.value for t in RequestType],
-        dead_letter_topics=[*names.inputs, names.acks, names.ticks],
+        dead_letter_topics=[*names.inputs, names.acks, names.ticks, names.erasure_replays],
         retry_steps=[s.value for s in Step],
     )
     # A command outstanding longer than this would already have been escalated
@@ -93,7 +106,9 @@ def build_pipeline(
     monitor = install_faust_sensors(app, registry)
     p = settings.partitions
 
-    source = raw_topic(app, *names.inputs, names.acks, names.ticks, partitions=p)
+    source = raw_topic(
+        app, *names.inputs, names.acks, names.ticks, names.erasure_replays, partitions=p
+    )
     ticks = raw_topic(app, names.ticks, partitions=p)
     outputs: dict[str, Any] = {}
 
@@ -124,7 +139,7 @@ def build_pipeline(
         partitions=p,
         key_type=bytes,
         value_type=bytes,
-        extra_topic_configs=CHANGELOG_CONFIG,
+        extra_topic_configs=changelog_config(policy),
     )
     store = FaustStateStore(subjects)
     audit_topic = KafkaAuditTopic(
@@ -237,7 +252,7 @@ def _from_ms(ms: int) -> datetime:
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "info") -> None:
     """Create topics, serve /metrics, run the Faust worker until SIGTERM."""
     policy = load_policy(settings.policy_path)
-    ensure_topics(settings, bootstrap, [s.id for s in policy.systems])
+    ensure_topics(settings, bootstrap, [s.id for s in policy.systems], policy.topic_retention())
     pipeline = build_pipeline(settings, bootstrap, policy=policy)
     if settings.metrics_port:
         start_http_server(

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.clock import SystemClock
 from agents.rules.policy import load_policy
+from agents.runtime.replayer import ErasureReplayer, RestoreListener
 from agents.tools.downstream import DownstreamConsumer, ReferenceStore
 from agents.tools.simulator import Simulator
 from schemas.audit import AuditEvent
@@ -51,6 +52,7 @@ NOTABLE = {
     "request-completed": "request completed",
     "command-escalated": "command escalated",
     "request-overdue": "request overdue",
+    "erasure-replayed": "erasure re-sent after a restore",
 }
 
 
@@ -206,7 +208,7 @@ def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
         )
         policy = load_policy(DEMO_POLICY)
         names = TopicNames(run_id)
-        ensure_topics(settings, bootstrap, [s.id for s in policy.systems])
+        ensure_topics(settings, bootstrap, [s.id for s in policy.systems], policy.topic_retention())
         log_path = var_dir / "demo" / f"{run_id}-worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
@@ -242,7 +244,17 @@ def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
             )
             for s in policy.systems
         ]
+        # Replays erasures for systems that announce a restore (docs/own-data.md).
+        restores = RestoreListener(
+            ErasureReplayer(
+                bootstrap,
+                settings,
+                clock=SystemClock(),
+                clock_margin=policy.backups.clock_margin.as_timedelta(),
+            )
+        )
         threads = [threading.Thread(target=c.run, daemon=True) for c in consumers]
+        threads.append(threading.Thread(target=restores.run, daemon=True))
         feed = _Feed(bootstrap, names, stop, settings.security.confluent_config())
         for t in [*threads, feed]:
             t.start()
@@ -265,12 +277,13 @@ def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
             stop.set()
             for c in consumers:
                 c.stop()
+            restores.stop()
             for t in [*threads, feed]:
                 t.join(15)
             publisher.close()
             # Release the Kafka clients before the broker goes, or librdkafka
             # keeps reconnecting to it (and saying so) until they are collected.
-            del consumers, publisher
+            del consumers, publisher, restores
             gc.collect()
             _stop(desk)
             _stop(worker)

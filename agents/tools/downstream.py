@@ -13,6 +13,10 @@ reply on the acknowledgement topic, and only then commit the offset.
   the offset committed after the broker has the acknowledgement. A crash in
   between leaves either nothing (the command is done on redelivery) or all of
   it (the stored acknowledgement is sent on redelivery).
+* **A DELETE re-sent after a restore** (parameter ``replay-of``, same command
+  id) is carried out again even if its id is remembered: the data may be back
+  while the idempotency record is not (docs/own-data.md). ``snapshot`` and
+  ``restore`` stand for the system's backups (data and idempotency records).
 * **Unreadable commands are dead-lettered**, with the reason, to
   ``<prefix>.dead-letter`` before their offset is committed.
 
@@ -34,6 +38,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
+from agents.rules.ledger import REPLAY_OF
 from agents.runtime.kafka_errors import is_transient_error, kafka_error
 from schemas.commands import AckOutcome, Action, Command, CommandAck, ExportedRecord
 from schemas.deadletter import DeadLetter
@@ -89,6 +94,12 @@ class ReferenceStore:
                 "CREATE TABLE IF NOT EXISTS effects (command_id TEXT, action TEXT,"
                 " record_id TEXT, done_at TEXT)"
             )
+            # The personal data the system holds (tests and the demo put it here).
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS holdings (subject_id TEXT, record_id TEXT,"
+                " data TEXT, PRIMARY KEY (subject_id, record_id))"
+            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS snapshot (taken_at TEXT)")
 
     def recorded(self, command_id: str) -> Recorded | None:
         row = self._db.execute(
@@ -119,9 +130,18 @@ class ReferenceStore:
             )
 
     def _act(self, command: Command, ack: CommandAck) -> None:
-        # The reference system's "data" is this log of effects; a real system
-        # deletes, suppresses or exports here, inside the same transaction.
+        # The reference system's "data" is this log of effects and the holdings
+        # table; a real system deletes, suppresses or exports here, inside the
+        # same transaction.
         records: list[str | None] = [*command.record_ids] or [None]
+        if command.action is Action.DELETE:
+            if command.record_ids:
+                self._db.executemany(
+                    "DELETE FROM holdings WHERE subject_id = ? AND record_id = ?",
+                    [(command.subject_id, r) for r in command.record_ids],
+                )
+            else:
+                self._db.execute("DELETE FROM holdings WHERE subject_id = ?", (command.subject_id,))
         self._db.executemany(
             "INSERT INTO effects VALUES (?, ?, ?, ?)",
             [
@@ -139,6 +159,50 @@ class ReferenceStore:
                 (command_id,),
             )
         ]
+
+    def hold(self, subject_id: str, record_id: str, data: str) -> None:
+        """Put a record of personal data into the system (tests and the demo)."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO holdings VALUES (?, ?, ?)", (subject_id, record_id, data)
+            )
+
+    def held(self, subject_id: str) -> dict[str, str]:
+        """Record id -> data of what the system holds on ``subject_id``."""
+        rows = self._db.execute(
+            "SELECT record_id, data FROM holdings WHERE subject_id = ? ORDER BY record_id",
+            (subject_id,),
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def snapshot(self, target: Path, taken_at: datetime) -> None:
+        """A backup of the whole system: its data and its idempotency records, as of
+        ``taken_at`` (a real backup holds both, and a restore brings both back)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy = sqlite3.connect(target)
+        try:
+            self._db.backup(copy)
+            with copy:
+                copy.execute("DELETE FROM snapshot")
+                copy.execute("INSERT INTO snapshot VALUES (?)", (taken_at.isoformat(),))
+        finally:
+            copy.close()
+
+    def restore(self, source: Path) -> datetime:
+        """Replace everything with a snapshot; returns when that snapshot was taken.
+
+        Deletions made after it are undone (the erased data is back) and so are
+        their idempotency records: the system must be told, so that the pipeline
+        sends those deletions again (``Publisher.publish_restored``)."""
+        backup = sqlite3.connect(source)
+        try:
+            row = backup.execute("SELECT taken_at FROM snapshot").fetchone()
+            if row is None:
+                raise ValueError(f"{source.name} is not a snapshot of a reference store")
+            backup.backup(self._db)
+        finally:
+            backup.close()
+        return datetime.fromisoformat(row[0])
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])
@@ -236,7 +300,14 @@ class CommandProcessor:
             return Reply()
         ack_key = command.subject_id.encode()
         previous = self.store.recorded(command.command_id)
-        if previous is not None and previous.outcome is not AckOutcome.FAILED:
+        # A deletion re-sent after a restore is carried out again even when its id is
+        # remembered (the idempotency store may not have been restored with the data).
+        replayed_delete = command.action is Action.DELETE and REPLAY_OF in command.parameters
+        if (
+            previous is not None
+            and previous.outcome is not AckOutcome.FAILED
+            and not replayed_delete
+        ):
             ack = previous.ack or self.codec.encode(self._legacy_ack(command, previous))
             return Reply(ack=ack, ack_key=ack_key, replayed=True)
         answer = apply(command, self.system, self.clock(), self.behaviour)

@@ -192,6 +192,10 @@ def broker_properties(
         "num.recovery.threads.per.data.dir": "1",
         "background.threads": "4",
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
+        # Retention is the bound on how long erased data survives in the pipeline's
+        # own topics (docs/own-data.md); check it every few seconds (default 5 min)
+        # so tests and the demo see a short bound enforced without waiting minutes.
+        "log.retention.check.interval.ms": "5000",
     }
     if scram is not None:
         props.update(

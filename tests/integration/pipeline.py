@@ -109,7 +109,12 @@ class Pipeline:
         )
         self.settings.use_security(security_from_env(self.extra_env))
         self.policy = load_policy(self.policy_path)
-        ensure_topics(self.settings, self.bootstrap, [s.id for s in self.policy.systems])
+        ensure_topics(
+            self.settings,
+            self.bootstrap,
+            [s.id for s in self.policy.systems],
+            self.policy.topic_retention(),
+        )
         self.producer = Producer(
             {
                 **self.client_config,

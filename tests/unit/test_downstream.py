@@ -240,3 +240,89 @@ def test_a_commit_error_that_does_not_heal_still_stops_the_consumer() -> None:
     with pytest.raises(KafkaException):
         commit_or_leave_for_redelivery(_failing(KafkaError.GROUP_AUTHORIZATION_FAILED))
     assert commit_or_leave_for_redelivery(lambda: None) is True
+
+
+def _send(proc: CommandProcessor, cmd: Command) -> CommandAck:
+    reply = proc.process(b"cust-1", CODEC.encode(cmd), TOPIC, 0, 0)
+    assert reply.ack is not None
+    ack = CODEC.decode(reply.ack, b"cust-1", now=T0 + timedelta(days=2), expected=(CommandAck,))
+    assert isinstance(ack, CommandAck)
+    return ack
+
+
+def _held_data(store: ReferenceStore) -> None:
+    store.hold("cust-1", "r-1", "Ann Example, 07700 900123")
+    store.hold("cust-1", "r-2", "ann@example.com")
+    store.hold("cust-2", "r-9", "someone else")
+
+
+def test_a_delete_removes_the_subjects_records_only(store: ReferenceStore, clock: Clock) -> None:
+    _held_data(store)
+    assert _send(processor(store, clock), command(Action.DELETE)).outcome is AckOutcome.DONE
+    assert store.held("cust-1") == {}
+    assert store.held("cust-2") == {"r-9": "someone else"}
+
+
+def test_a_restore_brings_back_data_and_forgets_later_outcomes(
+    store: ReferenceStore, clock: Clock, tmp_path: Path
+) -> None:
+    _held_data(store)
+    backup = tmp_path / "backup.sqlite"
+    store.snapshot(backup, T0)
+    proc = processor(store, clock)
+    _send(proc, command(Action.DELETE))
+    assert store.restore(backup) == T0
+    assert set(store.held("cust-1")) == {"r-1", "r-2"}
+    assert store.recorded("cmd-1") is None  # the idempotency record is from after the backup
+    # The same command id, re-sent, deletes again.
+    _send(proc, command(Action.DELETE))
+    assert store.held("cust-1") == {}
+
+
+def test_a_replayed_delete_acts_again_even_if_its_id_is_remembered(
+    store: ReferenceStore, clock: Clock
+) -> None:
+    proc = processor(store, clock)
+    _send(proc, command(Action.DELETE))
+    _held_data(store)  # the data came back, the idempotency store did not go back
+    plain = command(Action.DELETE)
+    _send(proc, plain)
+    assert set(store.held("cust-1")) == {"r-1", "r-2"}  # an ordinary resend is answered only
+    replayed = plain.model_copy(update={"parameters": {"replay-of": "restore-1"}})
+    assert _send(proc, replayed).command_id == "cmd-1"
+    assert store.held("cust-1") == {}
+
+
+def test_restore_refuses_a_file_that_is_not_a_snapshot(
+    store: ReferenceStore, tmp_path: Path
+) -> None:
+    other = ReferenceStore(tmp_path / "other.sqlite")
+    other.close()
+    with pytest.raises(ValueError, match="not a snapshot"):
+        store.restore(tmp_path / "other.sqlite")
+
+
+def test_backup_commands_take_and_restore_a_store(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agents.cli import main
+
+    path, backup = tmp_path / "crm.sqlite", tmp_path / "crm-backup.sqlite"
+    store = ReferenceStore(path)
+    store.hold("cust-1", "r-1", "Ann Example")
+    runner = CliRunner()
+    take = ["downstream-backup", "take", "--system", "crm", "--store", str(path)]
+    taken = runner.invoke(main, [*take, "--out", str(backup)])
+    assert taken.exit_code == 0, taken.output
+    store.hold("cust-2", "r-2", "added after the backup")
+    other = sqlite3.connect(path)  # the system deletes cust-1 by its own means
+    with other:
+        other.execute("DELETE FROM holdings WHERE subject_id = 'cust-1'")
+    other.close()
+    assert store.held("cust-1") == {}
+    restore = ["downstream-backup", "restore", "--system", "crm", "--store", str(path)]
+    restored = runner.invoke(main, [*restore, "--from", str(backup), "--no-announce"])
+    assert restored.exit_code == 0, restored.output
+    assert "crm restored to its backup of" in restored.output
+    assert store.held("cust-1") == {"r-1": "Ann Example"}
+    assert store.held("cust-2") == {}

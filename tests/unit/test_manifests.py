@@ -276,15 +276,23 @@ def compose() -> Doc:
 
 def test_compose_services_and_images() -> None:
     services = compose()["services"]
-    assert set(services) == {"kafka", "topics", "worker", "downstream-call-recorder", "prometheus"}
+    assert set(services) == {
+        "kafka",
+        "topics",
+        "worker",
+        "downstream-call-recorder",
+        "erasure-replayer",
+        "prometheus",
+    }
     assert re.fullmatch(r"apache/kafka:4\.1\.\d+", services["kafka"]["image"])
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
-    for name in ("topics", "worker", "downstream-call-recorder"):
+    for name in ("topics", "worker", "downstream-call-recorder", "erasure-replayer"):
         build = services[name]["build"]
         assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     assert services["topics"]["command"] == ["topics", "create"]
     assert services["worker"]["command"] == ["worker"]
+    assert services["erasure-replayer"]["command"] == ["erasures", "listen"]
     command = services["downstream-call-recorder"]["command"]
     assert command[:2] == ["downstream", "--system"]
     assert command[2] in policy_systems()
@@ -400,11 +408,12 @@ def test_downstream_reads_own_commands_and_writes_acks_only() -> None:
             (("topic", f"lc.cmd.{system}"), frozenset({"Read", "Describe"}), False),
             (("group", f"lc.downstream.{system}"), frozenset({"Read"}), False),
             (("topic", "lc.acks"), frozenset({"Write", "Describe"}), False),
+            (("topic", "lc.restores"), frozenset({"Write", "Describe"}), False),
         }
 
 
 def test_only_the_worker_writes_internal_topics_and_reads_changelogs() -> None:
-    internal = {"lc.ticks", "lc.audit", "lc.responses", "lc.dead-letter"}
+    internal = {"lc.ticks", "lc.audit", "lc.responses", "lc.dead-letter", "lc.erasure-ledger"}
     worker_writes = set()
     for acl in acl_lines(PREFIX="lc", APP_ID="app"):
         kind, name = acl["resource"]
@@ -412,6 +421,9 @@ def test_only_the_worker_writes_internal_topics_and_reads_changelogs() -> None:
         if acl["principal"] == "User:lifecycle-worker":
             if writes:
                 worker_writes.add(name)
+            continue
+        if acl["principal"] == "User:lifecycle-replayer" and name == "lc.dead-letter":
+            assert acl["ops"] == {"Write", "Describe"}, acl  # parks; never reads it
             continue
         assert not (kind == "topic" and name.startswith("app-")), acl
         assert not (writes and (name in internal or name.startswith("lc.cmd."))), acl

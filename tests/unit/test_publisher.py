@@ -111,3 +111,25 @@ def test_render_undecodable_and_dead_letter_records() -> None:
     parked = _letter().model_copy(update={"failure_class": FailureClass.UNKNOWN_TOPIC})
     shown = render(Decoded(parked, None, "x.dead-letter", 0, 4))
     assert shown["dead_letter"]["failure_class"] == "unknown_topic"
+
+
+def test_publish_restored_announces_the_backup_time_on_the_restores_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from schemas.internal import SystemRestored
+    from streams.publisher import Delivery
+
+    publisher = Publisher("127.0.0.1:1", Settings(topic_prefix="t1"))
+    sent: list[tuple[object, str | None]] = []
+
+    def capture(message: object, topic: str | None = None) -> Delivery:
+        sent.append((message, topic))
+        return Delivery(topic or "", 0, 0, None)
+
+    monkeypatch.setattr(publisher, "publish", capture)
+    publisher.publish_restored("crm", NOW, restore_id="restore-7", restored_at=NOW)
+    [(event, topic)] = sent
+    assert topic == "t1.restores"
+    assert event == SystemRestored(
+        restore_id="restore-7", system="crm", backup_taken_at=NOW, restored_at=NOW
+    )
