@@ -1,7 +1,8 @@
 """End-to-end worker throughput: events published -> events consumed and decided.
 
     .venv/bin/python bench/worker_throughput.py [--events 20000] [--subjects 4000]
-        [--partitions 6] [--workers 1|2] [--compare] [--profile FILE] [--latency N]
+        [--partitions 6] [--workers 1|2] [--compare] [--standby N] [--profile FILE]
+        [--latency N]
 
 Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a one-node local broker for the
 run. Starts ``--workers`` real ``lifecycle worker`` processes (the integration tests' Pipeline:
@@ -241,7 +242,10 @@ def throughput(
     """Start ``workers`` workers on fresh topics, publish ``events``, time them consumed."""
     for n in range(1, workers + 1):
         (workdir / f"w{n}").mkdir(parents=True)
-    first = Pipeline(bootstrap=bootstrap, workdir=workdir / "w1", partitions=args.partitions)
+    env = {} if args.standby is None else {"LIFECYCLE_STANDBY_REPLICAS": str(args.standby)}
+    first = Pipeline(
+        bootstrap=bootstrap, workdir=workdir / "w1", partitions=args.partitions, extra_env=env
+    )
     pipelines = [first]
     first.start()
     for n in range(2, workers + 1):
@@ -251,6 +255,7 @@ def throughput(
             partitions=args.partitions,
             prefix=first.prefix,
             metrics_port=free_ports(1)[0],
+            extra_env=env,
         )
         pipelines.append(other)
         other.start()
@@ -427,6 +432,9 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1)
     parser.add_argument("--compare", action="store_true", help="one worker, then two")
+    parser.add_argument(
+        "--standby", type=int, help="LIFECYCLE_STANDBY_REPLICAS for the workers (default 1)"
+    )
     parser.add_argument("--settle", type=float, default=15.0, help="wait for the rebalance (s)")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of worker 1 to this file")
     parser.add_argument("--latency", type=int, default=0, help="latency runs afterwards")
