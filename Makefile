@@ -58,6 +58,7 @@ chaos: install ## Fault-injection suite: own 3-node cluster, workers/broker/down
 bench: install ## Run the benchmarks (codec throughput, worker throughput, tick cost)
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/tick_bench.py
+	$(BIN)/python bench/cutoff_bench.py
 	$(BIN)/python bench/desk_bench.py
 
 bench-failover: install ## Restore rate from changelogs and failover time with/without standby replicas (minutes)

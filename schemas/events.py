@@ -170,6 +170,17 @@ class RequestRefused(Event):
     reason: ShortText
 
 
+class SourceWatermark(Frozen):
+    """A heartbeat: the system has published every event with an event time at or
+    before ``watermark``. The publisher SDK sends it to every partition of the
+    system's own input topic (``Publisher.publish_watermark``); it names no subject
+    and carries no personal data (N9 answers wait for it: docs/event-time.md)."""
+
+    event_id: Identifier
+    source_system: Slug
+    watermark: EventTime
+
+
 INPUT_EVENTS: tuple[type[Event], ...] = (
     CallRecorded,
     RecordRegistered,

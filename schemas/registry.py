@@ -30,7 +30,7 @@ from schemas.audit import AuditEvent
 from schemas.base import Frozen
 from schemas.commands import Command, CommandAck, ExportedRecord
 from schemas.deadletter import DeadLetter
-from schemas.events import INPUT_EVENTS
+from schemas.events import INPUT_EVENTS, SourceWatermark
 from schemas.internal import DueTick
 from schemas.responses import KeptItem, RequestResponse
 
@@ -42,6 +42,7 @@ GROUPS: tuple[str, ...] = ("events", "commands", "audit", "responses", "internal
 # Every message model with an Avro record, in a stable order.
 MODELS: tuple[type[Frozen], ...] = (
     *INPUT_EVENTS,
+    SourceWatermark,
     Command,
     CommandAck,
     ExportedRecord,

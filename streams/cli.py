@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from schemas.base import Frozen
 from schemas.deadletter import DeadLetter
+from schemas.events import SourceWatermark
 from schemas.registry import MODELS
 from streams.codec import Codec
 from streams.deadletter import Decoded, decode_or_dead_letter
@@ -109,7 +110,20 @@ def publish(
     settings = Settings()
     publisher = Publisher(_bootstrap(bootstrap, settings), settings, timeout=timeout)
     try:
-        deliveries = publisher.publish_many(messages, topic=topic)
+        if model is SourceWatermark:
+            # A heartbeat goes to every partition of its system's own topic.
+            beats = [m for m in messages if isinstance(m, SourceWatermark)]
+            pairs = [
+                (m, d)
+                for m in beats
+                for d in publisher.publish_watermark(
+                    m.source_system, m.watermark, event_id=m.event_id
+                )
+            ]
+            messages = [m for m, _ in pairs]
+            deliveries = [d for _, d in pairs]
+        else:
+            deliveries = publisher.publish_many(messages, topic=topic)
     except PublishError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

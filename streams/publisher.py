@@ -8,18 +8,31 @@ codec, keyed by ``subject_id`` and sent through an idempotent producer
 (``acks=all``, murmur2 partitioner so confluent-kafka and Faust agree on the
 partition). ``publish`` returns only once the broker has confirmed the
 write, or raises ``PublishError``.
+
+A publishing system also says how far it has published (N9: erasure,
+restriction and objection answers wait for it, docs/event-time.md)::
+
+    publisher.publish_watermark("web-analytics", up_to)   # every partition of its topic
+
+meaning every event of that system with an event time at or before ``up_to``
+has been published. Systems send it periodically (a heartbeat, e.g. each
+minute with the time of their latest published event, or the current time when
+they have published everything) and after a backlog is flushed.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.base import Frozen
+from schemas.events import SourceWatermark
 from streams.codec import Codec
 from streams.settings import Settings
 from streams.topics import MURMUR2_PARTITIONER, TopicNames
@@ -114,10 +127,68 @@ class Publisher:
         remaining = self._producer.flush(self.timeout)
         return _collect(results, remaining, self.timeout)
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None, callback: Any) -> None:
+    def publish_watermark(
+        self, source_system: str, watermark: datetime, *, event_id: str | None = None
+    ) -> list[Delivery]:
+        """Tell every partition of ``source_system``'s input topic that every event of
+        the system with an event time at or before ``watermark`` has been published.
+
+        Sent after the events it vouches for, on the same topic, so in each partition
+        the worker reads it after them. Returns one delivery per partition."""
+        heartbeat = SourceWatermark(
+            event_id=event_id or f"wm-{uuid.uuid4().hex}",
+            source_system=source_system,
+            watermark=watermark,
+        )
+        topic = self.topics.input(source_system)
+        try:
+            metadata = self._producer.list_topics(topic, timeout=self.timeout)
+        except KafkaException as exc:
+            raise PublishError(f"cannot read the partitions of {topic}: {exc}") from exc
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None or not described.partitions:
+            raise PublishError(f"topic {topic} is not available")
+        value = self.codec.encode(heartbeat)
+        partitions = sorted(described.partitions)
+        results: list[Delivery | KafkaError | None] = [None] * len(partitions)
+
+        def on_delivery(index: int) -> Any:
+            def callback(err: KafkaError | None, msg: Message) -> None:
+                results[index] = (
+                    err
+                    if err is not None
+                    else Delivery(
+                        topic=str(msg.topic()),
+                        partition=int(msg.partition() or 0),
+                        offset=int(msg.offset() or 0),
+                        key=msg.key(),
+                    )
+                )
+
+            return callback
+
+        for index, partition in enumerate(partitions):
+            self._produce(topic, value, None, on_delivery(index), partition=partition)
+        remaining = self._producer.flush(self.timeout)
+        return _collect(results, remaining, self.timeout)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        callback: Any,
+        *,
+        partition: int | None = None,
+    ) -> None:
         for _ in range(100):
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=callback)
+                if partition is None:
+                    self._producer.produce(topic, value=value, key=key, on_delivery=callback)
+                else:
+                    self._producer.produce(
+                        topic, value=value, key=key, partition=partition, on_delivery=callback
+                    )
                 return
             except BufferError:
                 # Local queue full: serve delivery reports to make room.

@@ -124,6 +124,8 @@ def _header_due(ctx: Ctx) -> int | None:
     if h.jobs:
         times.append(ctx.now)
     for request in h.requests.values():
+        if request.waits_for_cutoff and request.cutoff_wait_until is not None:
+            times.append(request.cutoff_wait_until)  # answered at the latest then
         if request.final:
             continue
         if not request.warned:

@@ -54,6 +54,28 @@ def backoff(ctx: Ctx, attempt: int) -> timedelta:
     return min(base * factor, cap)
 
 
+def command_id_for(
+    ctx: Ctx,
+    *,
+    action: Action,
+    system: str,
+    rule_id: str,
+    record_keys: list[str],
+    request_id: str | None = None,
+) -> str:
+    """The id ``issue`` gives this command (the records as they are now)."""
+    records = [r for k in sorted(record_keys) if (r := ctx.records.get(k)) is not None]
+    return command_id(
+        action=action,
+        system=system,
+        subject_id=ctx.subject_id,
+        rule_id=rule_id,
+        record_ids=sorted({r.record_id for r in records}),
+        request_id=request_id,
+        generations={r.record_id: r.generation for r in records if r.generation},
+    )
+
+
 def issue(
     ctx: Ctx,
     *,
@@ -73,16 +95,14 @@ def issue(
         raise ValueError(f"a command names at most {limits.CHUNK} records, not {len(keys_)}")
     records = [r for k in keys_ if (r := ctx.records.get(k)) is not None]
     record_ids = sorted({r.record_id for r in records})
-    generations = {r.record_id: r.generation for r in records if r.generation}
     cats = sorted(set(categories or []) | {r.category for r in records})
-    cid = command_id(
+    cid = command_id_for(
+        ctx,
         action=action,
         system=system,
-        subject_id=ctx.subject_id,
         rule_id=rule_id,
-        record_ids=record_ids,
+        record_keys=keys_,
         request_id=request_id,
-        generations=generations,
     )
     if cid in ctx.commands:
         return cid
@@ -204,7 +224,7 @@ def _reborn(ctx: Ctx, record: RecordState) -> RecordState:
     fresh = replace(
         record,
         generation=record.next_generation or "",
-        registered_at=record.reregistered_at or ctx.now,
+        registered_at=record.reregistered_at or ctx.event_time,
         status=RecordStatus.HELD,
         command_id=None,
         held_by=[],

@@ -15,6 +15,16 @@ are untouched and counted in the audit entry (``other-basis``). The records
 are gone through a page at a time, each page with its commands and its audit
 entry.
 
+Consent binds (``bind``, called for every registration): a record registered
+on the basis of consent for a purpose whose consent is withdrawn, with no
+consent given since, gets a command at once (rule ``N4.consent-binds``):
+STOP_PROCESSING, or DELETE when the policy's ``consent.after_withdrawal`` is
+``delete``; audit ``processing-without-consent`` naming the rule, the system and
+the record; the worker counts it in ``lifecycle_processing_without_consent_total``
+(by system and purpose), and ``LifecycleProcessingWithoutConsent`` fires for the
+system that keeps processing without consent. A registration that merely repeats a
+record whose command that system already confirmed sends nothing again.
+
 Decision: STOP_PROCESSING, not DELETE. Withdrawal stops the processing that
 relied on consent (N4); it is not an erasure request. The records keep their
 retention schedule and are deleted when it says so, or at once if the subject
@@ -29,14 +39,16 @@ from collections import defaultdict
 
 from agents.rules import commands, jobs
 from agents.rules.context import Ctx
+from agents.rules.policy import ConsentEnforcement
 from agents.rules.registry import handles
 from agents.rules.rights import N4_CONSENT, page_suffix
-from agents.rules.state import ConsentState, Job, RecordStatus
+from agents.rules.state import ConsentState, Job, RecordState, RecordStatus
 from schemas.base import LegalBasis
 from schemas.commands import Action
 from schemas.events import ConsentGiven, ConsentWithdrawn
 
 STOP_CONSENT = "stop-consent"
+N4_CONSENT_BINDS = "N4.consent-binds"
 
 
 @handles(ConsentGiven)
@@ -122,3 +134,51 @@ def _stop_page(ctx: Ctx, job: Job) -> Job | None:
         **page_suffix(job, last),
     )
     return None if last else jobs.advance(job, page)
+
+
+def withdrawn(ctx: Ctx, purpose: str) -> ConsentState | None:
+    """The purpose's consent, if it is withdrawn and not given again since."""
+    consent = ctx.subject.consents.get(purpose)
+    return consent if consent is not None and consent.withdrawn_at is not None else None
+
+
+def bind(ctx: Ctx, record: RecordState) -> None:
+    """A record relying on withdrawn consent is stopped (or deleted) at once (N4)."""
+    if record.legal_basis is not LegalBasis.CONSENT or record.status is not RecordStatus.HELD:
+        return
+    consent = withdrawn(ctx, record.purpose)
+    if consent is None:
+        return
+    delete = ctx.policy.consent.after_withdrawal is ConsentEnforcement.DELETE
+    action = Action.DELETE if delete else Action.STOP_PROCESSING
+    parameters = None if delete else {"purpose": record.purpose, "reason": "consent-withdrawn"}
+    cid = commands.command_id_for(
+        ctx,
+        action=action,
+        system=record.system,
+        rule_id=N4_CONSENT_BINDS,
+        record_keys=[record.key],
+    )
+    if cid in ctx.closed:
+        return  # the system already confirmed it for this very record (a repeat)
+    sent = commands.issue(
+        ctx,
+        action=action,
+        system=record.system,
+        controller_id=record.controller_id,
+        rule_id=N4_CONSENT_BINDS,
+        record_keys=[record.key],
+        parameters=parameters,
+    )
+    ctx.notes.without_consent.append((record.system, record.purpose))
+    ctx.audit(
+        N4_CONSENT_BINDS,
+        "processing-without-consent",
+        controller_id=record.controller_id,
+        command_ids=[sent] if sent else [],
+        system=record.system,
+        record_id=record.record_id,
+        purpose=record.purpose,
+        action=action.value,
+        consent_withdrawn_at=consent.withdrawn_at,
+    )

@@ -56,6 +56,10 @@ class Notes:
     requests_closed: list[tuple[str, str]] = field(default_factory=list)
     # (system, action, outcome, seconds since the command was first sent)
     acks: list[tuple[str, str, str, float]] = field(default_factory=list)
+    # (system, purpose) of each record registered on withdrawn consent (N4).
+    without_consent: list[tuple[str, str]] = field(default_factory=list)
+    # (system, request type) of each record reported late for a request (N9).
+    late_records: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ the subject through it and returns the writes. For each message it
    ``unhandled-event``, never dropped silently);
 3. fires what is due at or before ``now`` (request deadline warnings, record
    deletions, command retries and escalations, forgetting what has served its
-   time), at most ``limits.DUE_BATCH`` items, and runs pending jobs a page at a
-   time; nothing is fired early;
+   time), at most ``limits.DUE_BATCH`` items, runs pending jobs a page at a
+   time, and answers requests whose sources have been seen past their receipt
+   (or whose maximum wait is over: ``cutoff``); nothing is fired early;
 4. while processing is restricted, extends the restriction to records
    registered in this decision and audits what went out (``restriction.enforce``);
 5. returns the writes (``Decision.more`` when work is left for another step).
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from agents.rules import access as _access  # noqa: F401
 from agents.rules import (
     commands,
+    cutoff,
     ids,
     jobs,
     limits,
@@ -83,6 +85,7 @@ def _sweep(ctx: Ctx) -> None:
     retention.forget_contracts(ctx)
     _housekeeping(ctx)
     jobs.run_pending(ctx)
+    cutoff.settle_due(ctx)
 
 
 def _housekeeping(ctx: Ctx) -> None:
@@ -126,6 +129,7 @@ def decide(entries: Entries, message: Message, now: datetime, policy: Policy) ->
         known = high_water.get(message.source_system)
         if known is None or message.event_time > known:
             high_water[message.source_system] = message.event_time
+        cutoff.observe(ctx, message)  # the partition's watermark of its source
     handler = handler_for(type(message))
     if handler is None:
         ctx.audit(

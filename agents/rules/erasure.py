@@ -15,7 +15,10 @@ On ``ErasureRequested`` every record the subject has is examined:
   ``N9.erasure``, ``request_id`` set), processors included (N5).
 
 Responses: ``in_progress`` at once when commands are outstanding (listing what
-is kept); the final answer when every command is acknowledged DONE/NOT_HELD:
+is kept); the final answer when every command is acknowledged DONE/NOT_HELD
+and every source has been seen past the receipt, or the policy's maximum wait
+passed (``cutoff``: records reported late are erased under the request and the
+subject gets an amended answer):
 ``completed``, or ``partially_refused`` when something is kept. When nothing
 can be erased but something is kept: ``refused`` at once. Refusals carry the
 reasons and the right to complain to the ICO. An escalated command makes the
@@ -39,7 +42,7 @@ from agents.rules import commands, ids, jobs, limits, requests, retention
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
 from agents.rules.rights import page_suffix
-from agents.rules.state import Job, RecordStatus, RequestState
+from agents.rules.state import Job, RecordStatus, RequestState, replace
 from schemas.base import RequestType
 from schemas.commands import Action
 from schemas.events import ErasureRequested
@@ -57,6 +60,7 @@ def on_erasure(ctx: Ctx, event: ErasureRequested) -> None:
         controller_id=event.controller_id,
         event_id=event.event_id,
         rule_id=ids.N9_ERASURE,
+        workflow=ERASURE,
     )
     if request is not None:
         jobs.start(ctx, ERASURE, event.request_id)
@@ -115,6 +119,8 @@ def _erase_page(ctx: Ctx, job: Job) -> Job | None:
     # An early ack may already have closed a command issued above.
     pending = [c for c in pending if c in ctx.commands]
     requests.await_commands(ctx, job.ref, pending)
+    if (erased or pending) and not ctx.subject.requests[job.ref].acted:
+        ctx.subject.requests[job.ref] = replace(ctx.subject.requests[job.ref], acted=True)
     ctx.audit(
         ids.N9_ERASURE,
         "erasure-decided",
@@ -139,16 +145,23 @@ def _erase_page(ctx: Ctx, job: Job) -> Job | None:
             request_id=job.ref,
             request_type=RequestType.ERASURE.value,
         )
-    _answer(ctx, ctx.subject.requests[job.ref], erased_total)
+    _answer(ctx, ctx.subject.requests[job.ref])
     return None
 
 
-def _answer(ctx: Ctx, request: RequestState, erased: int) -> None:
+def _answer(ctx: Ctx, request: RequestState) -> None:
     if request.final:
         return  # refused by the desk while its pages ran
     if request.pending:
         requests.respond(ctx, request, ResponseStatus.IN_PROGRESS)
-    elif request.kept_count and not erased:
+    else:
+        # Answered now, or once every source has been seen past the receipt (cutoff).
+        requests.complete(ctx, request)
+
+
+def _conclude(ctx: Ctx, request: RequestState) -> None:
+    """Every command is done (and the cutoff reached): the final answer."""
+    if request.kept_count and not request.acted:
         kept = requests.kept_items(ctx, request, limits.MAX_KEPT_IN_RESPONSE)
         requests.respond(
             ctx, request, ResponseStatus.REFUSED, reasons=requests.refusal_reasons(ctx, kept)
@@ -162,3 +175,6 @@ def _answer(ctx: Ctx, request: RequestState, erased: int) -> None:
         )
     else:
         requests.finalize(ctx, request)
+
+
+requests.register_completer(ERASURE, _conclude)

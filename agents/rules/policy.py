@@ -201,6 +201,34 @@ class StateSettings(Frozen):
         return self.dedup_window.as_timedelta() / 4
 
 
+class ConsentEnforcement(StrEnum):
+    STOP_PROCESSING = "stop_processing"
+    DELETE = "delete"
+
+
+class ConsentSettings(Frozen):
+    """N4: what a record gets that a system registers on the basis of consent for a
+    purpose whose consent was withdrawn (with no consent given since):
+    ``stop_processing`` (STOP_PROCESSING, as the withdrawal sent) or ``delete``."""
+
+    after_withdrawal: ConsentEnforcement = ConsentEnforcement.STOP_PROCESSING
+
+
+class EventTimeSettings(Frozen):
+    """Event time and watermarks (N9 erasure, restriction, objection; docs/event-time.md).
+
+    A request covers the subject's data as of its receipt. Its answer waits until
+    every publishing system in ``sources`` has been seen past that time (its
+    watermark: the latest event time seen from it, less ``allowed_lateness``, or
+    a heartbeat it published), or until ``max_wait`` has passed (processing time),
+    whichever comes first. An empty ``sources`` list answers without waiting.
+    """
+
+    sources: list[Slug] = Field(default_factory=list, max_length=50)
+    max_wait: Duration = Duration.parse("PT15M")
+    allowed_lateness: Duration = Duration.parse("PT0S")
+
+
 class Policy(Frozen):
     version: ShortText
     controller: ControllerIdentity
@@ -214,6 +242,8 @@ class Policy(Frozen):
     commands: CommandSettings
     requests: RequestSettings = RequestSettings()
     state: StateSettings = StateSettings()
+    consent: ConsentSettings = ConsentSettings()
+    event_time: EventTimeSettings = EventTimeSettings()
     controllers: list[ControllerPolicy] = Field(default_factory=list)
 
     # -- look-ups used by the rules ------------------------------------------------
@@ -377,6 +407,13 @@ def _check(policy: Policy) -> list[tuple[str, str]]:
             problems.append((f"state.{name}", f"{d} must have a fixed length (no Y or M)"))
         elif d.exact.total_seconds() <= 0:
             problems.append((f"state.{name}", "must be longer than zero"))
+    for name in ("max_wait", "allowed_lateness"):
+        d = getattr(policy.event_time, name)
+        if d.is_calendar:
+            problems.append((f"event_time.{name}", f"{d} must have a fixed length (no Y or M)"))
+    sources = policy.event_time.sources
+    if len(set(sources)) != len(sources):
+        problems.append(("event_time.sources", "a source is listed twice"))
     if not problems and cmd.retry_backoff_max.exact < cmd.retry_backoff_base.exact:
         problems.append(("commands.retry_backoff_max", "shorter than retry_backoff_base"))
     if policy.controller.id != DEFAULT_CONTROLLER:

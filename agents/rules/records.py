@@ -16,6 +16,13 @@ record is registered under the policy's recording purpose instead (so N7 still
 deletes it on time). A recording reported by a marketing system must not be
 there at all: it is registered and a DELETE is sent to that system at once.
 
+N9: a record new to the state whose event time is at or before the receipt of
+one of the subject's erasure, restriction or objection-to-profiling requests is
+dealt with under that request at once (``cutoff.on_registered``).
+
+N4: a record registered on consent that was withdrawn (none given since) is
+stopped or deleted at once (``consent.bind``).
+
 A record on an unknown system is not registered (no command could reach it):
 ``unknown-system`` is audited so the gap is visible.
 """
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from agents.rules import commands, ids, marketing, retention
+from agents.rules import commands, consent, cutoff, ids, marketing, retention
 from agents.rules.context import Ctx
 from agents.rules.registry import handles
 from agents.rules.state import RecordState, RecordStatus, record_key, replace
@@ -134,7 +141,10 @@ def register(
         source=source.value,
         due_at=record.due_at or "while-contract-active",
     )
-    return record
+    if existing is None:
+        # Reported after a request it predates (event time): dealt with under it (N9).
+        cutoff.on_registered(ctx, record, registered_at)
+    return ctx.records[key]
 
 
 @handles(CallRecorded)
@@ -195,6 +205,7 @@ def on_record_registered(ctx: Ctx, event: RecordRegistered) -> None:
         _refuse_recording_on_marketing_system(ctx, record)
     else:
         marketing.check_re_add(ctx, record, purpose_id)
+    consent.bind(ctx, ctx.records[record.key])
 
 
 def _refuse_recording_on_marketing_system(ctx: Ctx, record: RecordState) -> None:

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from agents.rights import deadlines
-from agents.rules import ids, jobs, limits
+from agents.rules import cutoff, ids, jobs, limits
 from agents.rules.context import Ctx
 from agents.rules.policy import DeadlineCalendar, Policy
 from agents.rules.state import (
@@ -169,6 +169,7 @@ def open_or_duplicate(
     if existing is not None:  # evidence arrived first
         request = replace(request, evidence=existing.evidence)
         ctx.subject.requests[request_id] = request
+    request = cutoff.arm(ctx, request)
     ctx.audit(
         rule_id,
         "request-opened",
@@ -224,6 +225,10 @@ def respond(
     kept = kept_items(ctx, request, limits.MAX_KEPT_IN_RESPONSE)
     reasons = list(request.reasons if reasons is None else reasons)
     shown = list(reasons)
+    late = cutoff.lagging_reason(request) if status in FINAL else None
+    if late is not None and late not in shown:
+        last = shown and shown[-1] == ctx.policy.complaint_text()
+        shown.insert(len(shown) - 1 if last else len(shown), late)
     if request.kept_count > len(kept):
         more = (
             f"{request.kept_count - len(kept)} further records are kept for the reasons "
@@ -308,7 +313,12 @@ def finalize(ctx: Ctx, request: RequestState) -> RequestState:
 
 
 def complete(ctx: Ctx, request: RequestState) -> None:
-    """Nothing is outstanding: answer with the workflow's completer, or ``finalize``."""
+    """Nothing is outstanding: answer with the workflow's completer, or ``finalize``;
+    a request covering data as of its receipt waits for the watermarks first
+    (``cutoff``: it is answered when they pass, or at its maximum wait)."""
+    if not cutoff.ready(ctx, request):
+        return
+    request = ctx.subject.requests[request.request_id]
     completer = _COMPLETERS.get(request.workflow or "")
     if completer is None:
         finalize(ctx, request)
@@ -356,8 +366,51 @@ def _release(ctx: Ctx, tracked: OutstandingCommand) -> list[RequestState]:
 
 def on_command_closed(ctx: Ctx, tracked: OutstandingCommand) -> None:
     for request in _release(ctx, tracked):
-        if not request.pending and not request.final and not busy(ctx, request.request_id):
+        if request.pending or busy(ctx, request.request_id):
+            continue
+        if not request.final:
             complete(ctx, request)
+        elif request.amending:
+            amend(ctx, request)
+
+
+def amend(ctx: Ctx, request: RequestState) -> RequestState:
+    """Records reported late (from before the receipt) were dealt with after the
+    answer: send the amended answer (N9, ``cutoff``)."""
+    n = request.amendments + 1
+    systems = ", ".join(request.late_systems) or "a system"
+    what = {
+        RequestType.ERASURE: "erased (or kept, for the reasons given)",
+        RequestType.RESTRICTION: "restricted",
+    }.get(request.request_type, "stopped")
+    note = (
+        f"This amends our earlier answer: {systems} reported data about you from before "
+        f"your request after we had answered it; that data has now been {what} as well."
+    )
+    request = replace(request, amending=False, amendments=n, late_systems=[])
+    ctx.subject.requests[request.request_id] = request
+    status = request.status
+    if request.request_type is RequestType.ERASURE:
+        kept = kept_items(ctx, request, limits.MAX_KEPT_IN_RESPONSE)
+        if request.kept_count:
+            status = ResponseStatus.PARTIALLY_REFUSED if request.acted else ResponseStatus.REFUSED
+            reasons = [note, *refusal_reasons(ctx, kept)]
+        else:
+            status, reasons = ResponseStatus.COMPLETED, [note]
+    else:
+        reasons = [note, *request.reasons][: limits.MAX_REASONS]
+    request = respond(ctx, request, status, reasons=reasons, variant=f"amended-{n}")
+    ctx.audit(
+        cutoff.rule_for(request),
+        "request-amended",
+        controller_id=request.controller_id,
+        request_id=request.request_id,
+        request_type=request.request_type.value,
+        status=status.value,
+        amendment=n,
+        kept=request.kept_count,
+    )
+    return request
 
 
 def on_command_withdrawn(ctx: Ctx, tracked: OutstandingCommand) -> None:

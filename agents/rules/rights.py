@@ -15,7 +15,8 @@
   after the request closed is audited and ignored. At most ``MAX_EVIDENCE``
   documents are noted per request.
 * **Extension (N13).** ``RequestExtended`` adds one or two further months (two
-  in total at most), only before the due date and once the clock runs: new due
+  in total at most), only when decided before the due date (the event's time,
+  not when it is processed: N13) and once the clock runs: new due
   date, ``in_progress`` response saying why and until when, audit
   ``request-extended``; otherwise audit ``extension-refused`` with the reason.
 * **Refusal (N10).** ``RequestRefused`` answers ``refused`` with the reason and
@@ -408,7 +409,11 @@ def on_extended(ctx: Ctx, event: RequestExtended) -> None:
         refusal = "the deadline has not started: identity is not yet verified"
     elif total > MAX_EXTENSION_MONTHS:
         refusal = f"at most {MAX_EXTENSION_MONTHS} further months in total"
-    elif request.overdue or event.event_time > request.due_at:
+    elif event.event_time > request.due_at:
+        # Judged by when the extension was decided (event time), not when the worker
+        # processes it: one decided in time but processed after the due date (a
+        # backlog, a restart) still counts, and ``overdue`` (a processing-time flag
+        # for alerts) is cleared below.
         refusal = "an extension must be decided before the due date"
     if refusal is not None or request.clock_started_at is None:
         ctx.audit(

@@ -214,10 +214,30 @@ class RequestState(Frozen):
     extended_months: int = 0
     # Restriction: whether it is in force (its records are ITEM_COVERED items).
     restriction_active: bool = False
+    # -- event time (agents/rules/cutoff.py) -------------------------------------------
+    # It covers the subject's data as of ``received_at``; its answer waits until every
+    # source's watermark has passed that time or until ``cutoff_wait_until``
+    # (processing time), whichever first. None: it does not wait.
+    cutoff_wait_until: UtcDatetime | None = None
+    cutoff_settled: bool = False
+    # Sources that had not caught up when it settled (named in the answer).
+    lagging: list[Slug] = Field(default_factory=list, max_length=50)
+    # Commands were sent for it (an erasure that kept everything is refused).
+    acted: bool = False
+    # Records reported late (event time at or before receipt) after the answer are
+    # being handled: an amended answer follows when their commands are done.
+    amending: bool = False
+    amendments: int = 0
+    # Systems that reported records late since the last answer (for the amended one).
+    late_systems: list[Slug] = Field(default_factory=list, max_length=50)
 
     @property
     def final(self) -> bool:
         return self.status in FINAL_REQUEST_STATUSES
+
+    @property
+    def waits_for_cutoff(self) -> bool:
+        return self.cutoff_wait_until is not None and not self.cutoff_settled
 
     @property
     def awaiting_identity(self) -> bool:

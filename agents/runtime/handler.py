@@ -34,6 +34,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 from agents.audit.writer import AuditWriteError
 from agents.clock import Clock
+from agents.rules import cutoff
 from agents.rules.context import AuditEntry, Decision
 from agents.rules.decide import decide
 from agents.rules.policy import Policy
@@ -47,7 +48,7 @@ from schemas.audit import AuditSource
 from schemas.base import Frozen
 from schemas.commands import CommandAck
 from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
-from schemas.events import INPUT_EVENTS, Event
+from schemas.events import INPUT_EVENTS, Event, SourceWatermark
 from schemas.internal import DueTick
 from streams.codec import Codec
 from streams.deadletter import Decoded, decode_or_dead_letter, log_dead_letter, parked
@@ -105,6 +106,12 @@ class _Subject:
         return body + header + seen
 
 
+# Entries of the partition rather than of a subject (agents.rules.cutoff): written
+# after the batch's subjects, so a watermark is stored once per batch, at its
+# latest value, whichever subjects' decisions moved it.
+PARTITION_NAMESPACES = (keys.WATERMARK,)
+
+
 @dataclass
 class _Batch:
     """What a batch has decided so far: deliveries, read layers, writes per subject."""
@@ -113,17 +120,30 @@ class _Batch:
     pending: list[_Output] = field(default_factory=list)
     layers: dict[int, Layer] = field(default_factory=dict)
     subjects: dict[str, _Subject] = field(default_factory=dict)
+    partitions: dict[int, _Subject] = field(default_factory=dict)
 
     def layer(self, partition: int) -> Layer:
         if partition not in self.layers:
             self.layers[partition] = Layer(self.store.entries(partition))
         return self.layers[partition]
 
-    def write(self, subject_id: str, raw: RawMessage, writes: list[Write]) -> None:
+    def write(self, subject_id: str | None, raw: RawMessage, writes: list[Write]) -> None:
         self.layer(raw.partition).apply(writes)
+        own = [w for w in writes if w[0][:1] in PARTITION_NAMESPACES]
+        if own:
+            shared = self.partitions.setdefault(raw.partition, _Subject(raw.partition))
+            shared.writes.update(own)
+            if subject_id is None:
+                shared.items.append(raw)
+        if subject_id is None:
+            return
         group = self.subjects.setdefault(subject_id, _Subject(raw.partition))
-        group.writes.update(writes)
+        group.writes.update(w for w in writes if w[0][:1] not in PARTITION_NAMESPACES)
         group.items.append(raw)
+
+    def groups(self) -> list[_Subject]:
+        """Every subject's writes, then each partition's own."""
+        return [*self.subjects.values(), *self.partitions.values()]
 
 
 class MustStop(Exception):
@@ -205,7 +225,32 @@ class Handler:
             return (CommandAck,)
         if topic == self._ticks_topic:
             return (DueTick,)
-        return INPUT_EVENTS
+        return (*INPUT_EVENTS, SourceWatermark)
+
+    async def _heartbeat(
+        self, raw: RawMessage, heartbeat: SourceWatermark, now: datetime, batch: _Batch
+    ) -> None:
+        """A source's watermark for this partition. Only on the source's own topic:
+        there it follows every event the source published to the partition before it."""
+        if raw.topic != self.names.input(heartbeat.source_system):
+            # Bad input: elsewhere it would vouch for events it does not follow.
+            self.metrics.observe_dead_letter(raw.topic, ReasonClass.INVALID_MODEL.value)
+            dead = DeadLetter(
+                topic=raw.topic,
+                partition=raw.partition,
+                offset=raw.offset,
+                original_key=raw.key,
+                original_value=raw.value,
+                reason_class=ReasonClass.INVALID_MODEL,
+                reason=f"a SourceWatermark of {heartbeat.source_system} must come on "
+                f"{self.names.input(heartbeat.source_system)}, its own input topic",
+                failed_at=now,
+                original_value_size=len(raw.value or b""),
+            )
+            await self._send_dead_letter(raw, dead, batch)
+            return
+        writes = cutoff.on_heartbeat(batch.layer(raw.partition), heartbeat, now, self.policy)
+        batch.write(None, raw, writes)
 
     async def handle(self, raw: RawMessage) -> None:
         await self.handle_batch([raw])
@@ -256,6 +301,10 @@ class Handler:
             await self._send_dead_letter(raw, decoded, batch)
             return
         message = decoded.model
+        if isinstance(message, SourceWatermark):
+            self.metrics.observe_event(raw.topic, type(message).__name__)
+            await self._heartbeat(raw, message, now, batch)
+            return
         assert isinstance(message, Event | CommandAck | DueTick)
         self.metrics.observe_event(raw.topic, type(message).__name__)
         if isinstance(message, DueTick):
@@ -372,7 +421,7 @@ class Handler:
         transiently is retried (step ``store``); a delivery failing transiently
         stops the worker (the producer has retried it already; the batch is
         replayed)."""
-        groups = list(batch.subjects.values())
+        groups = batch.groups()
         if not groups:
             return []
         writes = [(g.partition, g.ordered()) for g in groups]
@@ -549,6 +598,10 @@ class Handler:
             self.metrics.observe_request_closed(request_type, status)
         for system, action, outcome, latency in notes.acks:
             self.metrics.observe_ack(system, action, outcome, latency)
+        for system, purpose in notes.without_consent:
+            self.metrics.observe_without_consent(system, purpose)
+        for system, request_type in notes.late_records:
+            self.metrics.observe_late_record(system, request_type)
 
     async def _enqueue(
         self, decision: Decision, raw: RawMessage, now: datetime, batch: _Batch

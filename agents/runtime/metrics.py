@@ -75,6 +75,8 @@ ALLOWED_LABELS: Final = frozenset(
         "partition",
         "decision",
         "operation",
+        # A policy purpose id (a slug from the policy file, never free text).
+        "purpose",
         # Only on lifecycle_worker_info:
         "version",
         "policy_version",
@@ -162,6 +164,8 @@ METRIC_NAMES: Final = (
     "lifecycle_consumer_lag",
     "lifecycle_items_parked_total",
     "lifecycle_transient_retries_total",
+    "lifecycle_processing_without_consent_total",
+    "lifecycle_late_records_total",
 )
 
 #: ``operation`` label values of ``lifecycle_audit_write_errors_total``.
@@ -258,6 +262,8 @@ class LifecycleMetrics:
     consumer_lag: Gauge
     items_parked: Counter
     transient_retries: Counter
+    processing_without_consent: Counter
+    late_records: Counter
     registry: CollectorRegistry = field(repr=False, compare=False)
 
     @classmethod
@@ -312,6 +318,20 @@ class LifecycleMetrics:
                 "lifecycle_commands_resent_total",
                 "Commands resent because no acknowledgement arrived in time.",
                 ["system", "action"],
+                registry=r,
+            ),
+            processing_without_consent=Counter(
+                "lifecycle_processing_without_consent_total",
+                "Records a system registered on consent that was withdrawn (N4), by "
+                "system and purpose: each got a stop (or delete) command at once.",
+                ["system", "purpose"],
+                registry=r,
+            ),
+            late_records=Counter(
+                "lifecycle_late_records_total",
+                "Records reported after a request they predate was answered or "
+                "settled (event time at or before its receipt), by system and request type.",
+                ["system", "request_type"],
                 registry=r,
             ),
             commands_escalated=Counter(
@@ -498,6 +518,14 @@ class LifecycleMetrics:
     @never_raises
     def observe_resend(self, system: str, action: str) -> None:
         self.commands_resent.labels(_lv(system), _lv(action)).inc()
+
+    @never_raises
+    def observe_without_consent(self, system: str, purpose: str) -> None:
+        self.processing_without_consent.labels(_lv(system), _lv(purpose)).inc()
+
+    @never_raises
+    def observe_late_record(self, system: str, request_type: str) -> None:
+        self.late_records.labels(_lv(system), _lv(request_type)).inc()
 
     @never_raises
     def observe_escalation(self, system: str, action: str) -> None:

@@ -9,14 +9,16 @@ restart: the first scan after recovery reads the same entries.
 
 A subject is ticked at most once per ``RECHECK_AFTER_MS`` while its entry stays
 due (its decision normally moves the entry at once; if the tick was lost, it is
-sent again). ``legacy_subjects`` finds subjects still stored in the previous
+sent again). ``Waker.caught_up`` finds subjects whose requests wait for the
+partition's watermarks and can now be answered (``agents.rules.cutoff``).
+``legacy_subjects`` finds subjects still stored in the previous
 format, so the migration sweep ticks them once (docs/deployment.md).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from agents.store import keys
@@ -47,6 +49,32 @@ class Waker:
             due_ms, subject_id = keys.parse_timer(key)
             if self._should_tick(subject_id, now_ms):
                 out.append((subject_id, due_ms))
+        return out
+
+    def caught_up(
+        self,
+        entries: Entries,
+        sources: Sequence[str],
+        now_ms: int,
+        limit: int = SCAN_LIMIT,
+    ) -> list[str]:
+        """Subjects with a request waiting for watermarks that every source in this
+        partition has now passed (``agents.rules.cutoff``), not ticked lately. Reads
+        one key per source and the waiting entries up to the slowest watermark."""
+        self._forget(now_ms)
+        marks = [entries.get(keys.watermark(s)) for s in sources]
+        if not sources or any(m is None for m in marks):
+            return []
+        slowest = min(keys.from_be64(m) for m in marks if m is not None)
+        start = keys.WAITING + keys.SEP
+        stop = start + keys.be64(slowest + 1)
+        out: list[str] = []
+        for n, (key, _) in enumerate(entries.iterate(start, stop)):
+            if n >= limit:
+                break
+            subject_id = keys.parse_waiting(key)[1]
+            if subject_id not in out and self._should_tick(subject_id, now_ms):
+                out.append(subject_id)
         return out
 
     def legacy(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[str]:

@@ -192,6 +192,8 @@ def build_pipeline(
             entries = store.entries(partition)
             for subject_id, due_ms in waker.due(entries, now_ms):
                 await tick(subject_id, _from_ms(due_ms), now)
+            for subject_id in waker.caught_up(entries, policy.event_time.sources, now_ms):
+                await tick(subject_id, now, now)
             if sweep:
                 for subject_id in waker.legacy(entries, now_ms, MIGRATION_BATCH):
                     await tick(subject_id, now, now)

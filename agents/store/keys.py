@@ -21,7 +21,14 @@ ns      key                                                     value
 ``d``   d / be64(due) / subject                                 empty (timer: next wake)
 ``o``   o / subject / request_id                                open request (metrics)
 ``a``   a / subject / command_id                                outstanding command (metrics)
+``w``   w / source                                              be64(watermark) (partition)
+``v``   v / be64(cutoff) / subject / request_id                 empty (waits for watermarks)
 ======  =====================================================  ========================
+
+``w`` and ``v`` belong to the partition, not to a subject: the watermark of each
+publishing system as this partition has seen it, and the requests of the
+partition's subjects whose answers wait for the watermarks to pass their
+receipt, by receipt time (``agents.rules.cutoff``, docs/event-time.md).
 
 A key without NUL is a subject id: the previous format kept one JSON value per
 subject under that key (``agents.store.legacy``).
@@ -42,6 +49,8 @@ HOUSEKEEPING = b"m"
 TIMER = b"d"
 OPEN_REQUEST = b"o"
 OUTSTANDING = b"a"
+WATERMARK = b"w"
+WAITING = b"v"
 
 NAMESPACES = (
     HEADER,
@@ -56,6 +65,8 @@ NAMESPACES = (
     TIMER,
     OPEN_REQUEST,
     OUTSTANDING,
+    WATERMARK,
+    WAITING,
 )
 
 # Kinds of due items (``n`` keys) and of request items (``q`` keys).
@@ -139,12 +150,30 @@ def parse_timer(key: bytes) -> tuple[int, str]:
     return from_be64(key[2:10]), key[11:].decode()
 
 
+def watermark(source: str) -> bytes:
+    return WATERMARK + SEP + _s(source)
+
+
+def waiting(cutoff_ms: int, subject_id: str, request_id: str) -> bytes:
+    return WAITING + SEP + be64(cutoff_ms) + SEP + _s(subject_id) + SEP + _s(request_id)
+
+
+def parse_waiting(key: bytes) -> tuple[int, str, str]:
+    """(cutoff ms, subject id, request id) of a ``v`` key."""
+    subject_id, request_id = key[11:].split(SEP, 1)
+    return from_be64(key[2:10]), subject_id.decode(), request_id.decode()
+
+
 def subject_of(key: bytes) -> str | None:
-    """The subject a key belongs to (None for timer keys, which hold it last)."""
+    """The subject a key belongs to (None for a partition's watermark keys)."""
     if SEP not in key:
         return key.decode()  # previous format: the key is the subject id
     if key[:1] == TIMER:
         return parse_timer(key)[1]
+    if key[:1] == WAITING:
+        return parse_waiting(key)[1]
+    if key[:1] == WATERMARK:
+        return None
     return key[2:].split(SEP, 1)[0].decode()
 
 

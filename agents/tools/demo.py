@@ -38,7 +38,7 @@ from streams.codec import Codec, DecodeError
 from streams.connection import bootstrap_from_env
 from streams.publisher import Publisher
 from streams.settings import REPO_ROOT, Settings
-from streams.topics import TopicNames
+from streams.topics import PRODUCING_SYSTEMS, TopicNames
 
 DEMO_POLICY = REPO_ROOT / "agents" / "policy" / "demo.yaml"
 NOTABLE = {
@@ -302,6 +302,10 @@ def _drive(
             upcoming = next(stream)
         if time.monotonic() - last_summary >= 5:
             last_summary = time.monotonic()
+            # Each publisher's heartbeat: everything up to now is published, so
+            # erasure answers need not wait for the policy's maximum (N9).
+            for system in PRODUCING_SYSTEMS:
+                publisher.publish_watermark(system, now)
             m = _metrics(metrics_port)
             emitted = m.get("lifecycle_commands_emitted_total", 0)
             acked = m.get("lifecycle_commands_acknowledged_total", 0)

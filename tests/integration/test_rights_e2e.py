@@ -525,6 +525,9 @@ def test_restriction_restricts_holding_systems_allows_only_storage_actions_then_
     assert "restriction-extended" in decisions
     assert "deletion-while-restricted" in decisions
     assert "processing-while-restricted" not in decisions
+    # The recording dates from before the request: reported late, it is restricted
+    # under the request (N9, docs/event-time.md), and the answer will be amended.
+    assert "late-record-restricted" in decisions
 
     pipeline.publish(desk_request(RestrictionLifted, subject, request_id, event_id="ev-lift-1"))
     (lifted,) = wait_audit(pipeline, request_id, "restriction-lifted")
@@ -543,8 +546,14 @@ def test_restriction_restricts_holding_systems_allows_only_storage_actions_then_
         ("data-warehouse", ["dw-r1"]),
     ]
     assert all(c.request_id == request_id and c.rule_id == "N9.restriction-lifted" for c in lifts)
-    # The lift sends no answer of its own (the subject was told before, Art. 18(3)).
-    assert [r.status for r in responses_for(pipeline, request_id)] == [r.status for r in responses]
+    # The lift sends no answer of its own (the subject was told before, Art. 18(3));
+    # the only other answer is the amendment for the recording reported late.
+    later = [
+        r.status
+        for r in responses_for(pipeline, request_id)
+        if not r.reasons or "amends our earlier answer" not in r.reasons[0]
+    ]
+    assert later == [r.status for r in responses]
 
 
 # -- N9/N1: objection to direct marketing -------------------------------------------------

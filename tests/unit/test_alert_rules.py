@@ -39,6 +39,7 @@ REQUIRED_ALERTS = {
     "LifecycleConsumerLagGrowing",
     "LifecycleWorkerDown",
     "LifecycleAuditWriteFailing",
+    "LifecycleProcessingWithoutConsent",
 }
 
 # PromQL words that are not metric names.

@@ -487,3 +487,18 @@ def test_a_subject_in_the_previous_format_is_shown_until_the_worker_converts_it(
         ("bill-1", "held"),
         ("form-1", "held"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (keys.watermark("web-analytics"), keys.be64(1_700_000_000_000)),
+        (keys.waiting(1_700_000_000_000, "cust-1", "r-1"), b""),
+        (keys.waiting(1_700_000_000_000, "cust-1", "r-1"), None),
+    ],
+)
+def test_the_partitions_watermarks_and_waits_are_not_subject_rows(
+    key: bytes, value: bytes | None
+) -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert state_projection.apply("app-subjects-changelog", key, value, at) == []

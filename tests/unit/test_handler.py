@@ -28,7 +28,7 @@ from agents.store.memory import MemoryStateStore
 from schemas.audit import AuditEvent, AuditSource
 from schemas.commands import Action, Command
 from schemas.deadletter import DeadLetter, ReasonClass
-from schemas.events import CallRecorded
+from schemas.events import CallRecorded, SourceWatermark
 from schemas.internal import DueTick
 from streams.codec import Codec, RegistryUnavailable
 from streams.settings import REPO_ROOT
@@ -296,10 +296,37 @@ def test_batch_chains_decisions_per_subject_and_writes_each_in_its_partition(
     # One persist per batch; each subject's entries in its own partition, the
     # header after the records and the seen-event marks last.
     [persisted] = store.persisted
-    assert [partition for partition, _ in persisted] == [0, 1]  # one group per subject
+    # One group per subject, then each partition's own entries (the telephony
+    # watermark, stored once per batch at its latest value).
+    assert [partition for partition, _ in persisted] == [0, 1, 0, 1]
+    assert {k[:1] for _, writes in persisted[2:] for k, _ in writes} == {keys.WATERMARK}
     assert store.snapshot("cust-2", partition=1) is not None
     assert store.snapshot("cust-2", partition=0) is None
     order = [k[:1] for k, _ in persisted[0][1]]
     assert order.index(keys.HEADER) > max(i for i, ns in enumerate(order) if ns == keys.RECORD)
     assert all(ns == keys.SEEN for ns in order[order.index(keys.HEADER) + 1 :])
     assert world["sent"].confirmed == len(world["sent"].records)
+
+
+@pytest.mark.parametrize(
+    ("topic_of", "stored"),
+    [("web-analytics", True), ("telephony", False)],
+)
+def test_a_heartbeat_moves_its_partitions_watermark_only_on_its_own_topic(
+    world: dict[str, Any], topic_of: str, stored: bool
+) -> None:
+    handler: Handler = world["handler"]
+    store: StateAfterConfirm = world["store"]
+    at = T0 - timedelta(minutes=1)
+    beat = SourceWatermark(event_id="wm-1", source_system="web-analytics", watermark=at)
+    raw = RawMessage(NAMES.input(topic_of), 1, 7, None, CODEC.encode(beat))
+    asyncio.run(handler.handle_batch([raw]))
+    mark = store.entries(1).get(keys.watermark("web-analytics"))
+    if stored:
+        assert mark is not None
+        assert keys.from_be64(mark) == int(at.timestamp() * 1000)
+        assert world["sent"].on(NAMES.dead_letter) == []
+    else:
+        assert mark is None
+        [dead] = world["sent"].on(NAMES.dead_letter)
+        assert "must come on" in dead.reason

@@ -35,6 +35,8 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "lifecycle_commands_failed_total": ("counter", {"system", "action"}),
     "lifecycle_commands_resent_total": ("counter", {"system", "action"}),
     "lifecycle_commands_escalated_total": ("counter", {"system", "action"}),
+    "lifecycle_processing_without_consent_total": ("counter", {"system", "purpose"}),
+    "lifecycle_late_records_total": ("counter", {"system", "request_type"}),
     "lifecycle_command_ack_latency_seconds": ("histogram", {"system"}),
     "lifecycle_commands_outstanding": ("gauge", {"system", "bucket"}),
     "lifecycle_command_oldest_outstanding_age_seconds": ("gauge", {"system"}),

@@ -8,8 +8,9 @@ import yaml
 
 import agents
 from agents.rules.durations import Duration
-from agents.rules.policy import PolicyError, RuleKind, load_policy, parse_policy
+from agents.rules.policy import ConsentEnforcement, PolicyError, RuleKind, load_policy, parse_policy
 from schemas.base import DataCategory
+from streams.topics import PRODUCING_SYSTEMS
 
 POLICY_DIR = Path(agents.__file__).parent / "policy"
 NOTICE = POLICY_DIR / "notice.yaml"
@@ -45,6 +46,10 @@ def test_notice_policy_is_faithful_to_the_notice() -> None:
     # Bookkeeping has an end (docs/state.md).
     assert p.state.dedup_window == Duration.parse("P7D")
     assert p.state.finished_requests_kept_for == Duration.parse("P30D")
+    # N9: answers wait for every system that publishes the subjects' data (not the
+    # desk, which publishes the requests); N4: withdrawn consent binds.
+    assert set(p.event_time.sources) == set(PRODUCING_SYSTEMS) - {"privacy-desk"}
+    assert p.consent.after_withdrawal is ConsentEnforcement.STOP_PROCESSING
 
 
 def test_demo_policy_has_same_rules_compressed() -> None:
@@ -129,9 +134,24 @@ def _zero_request_retention(doc: dict[str, Any]) -> None:
     doc["state"]["finished_requests_kept_for"] = "PT0S"
 
 
+def _calendar_max_wait(doc: dict[str, Any]) -> None:
+    doc["event_time"]["max_wait"] = "P1M"
+
+
+def _source_twice(doc: dict[str, Any]) -> None:
+    doc["event_time"]["sources"].append("crm")
+
+
+def _unknown_consent_enforcement(doc: dict[str, Any]) -> None:
+    doc["consent"]["after_withdrawal"] = "ignore"
+
+
 @pytest.mark.parametrize(
     ("mutate", "path", "message"),
     [
+        (_calendar_max_wait, "event_time.max_wait", "fixed length"),
+        (_source_twice, "event_time.sources", "listed twice"),
+        (_unknown_consent_enforcement, "consent.after_withdrawal", "Input should be"),
         (
             _n8_us_without_safeguard,
             "systems[7] (intl-numbers-processor).safeguard",

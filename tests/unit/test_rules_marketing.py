@@ -172,7 +172,9 @@ def test_suppression_survives_erasure() -> None:
     assert h.state is not None
     assert h.state.records == {}
     assert h.state.suppression is not None
-    # A later list import still cannot re-add the person silently.
+    # A later list import still cannot re-add the person silently. (Later: a record
+    # dating from the erasure's receipt or before would be erased under it.)
+    h.clock.advance(timedelta(minutes=1))
     d = _register(h, "imp-2", "marketing-platform", DataCategory.PURCHASED_LIST, "sales-marketing")
     assert {c.action for c in d.commands} == {Action.SUPPRESS_MARKETING}
 
