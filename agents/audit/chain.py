@@ -22,6 +22,7 @@ counts them instead of failing:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -55,6 +56,7 @@ def pseudonym(key: bytes, subject_id: str) -> str:
     return hmac.new(key, subject_id.encode(), hashlib.sha256).hexdigest()
 
 
+@functools.lru_cache(maxsize=8)
 def _chain_key(key: bytes) -> bytes:
     # Separate from the pseudonym key, so one use cannot be turned into the other.
     return hmac.new(key, b"lifecycle-audit-chain", hashlib.sha256).digest()

@@ -212,6 +212,20 @@ async def retrying(
     on_retry: Callable[[Step, Failure], None] = lambda step, failure: None,
 ) -> T:
     """``await call()``, retrying transient failures; raise ``StepFailed`` otherwise."""
+    # The first attempt runs without tenacity: it succeeds almost always, and
+    # building a retry loop per call was a visible share of the worker's time.
+    try:
+        return await call()
+    except Exception as exc:
+        if not classify(exc, step).transient:
+            raise StepFailed(step, classify(exc, step), exc) from exc
+        first: list[Exception] = [exc]
+
+    async def again() -> T:
+        # The retry loop's first attempt is the one that already failed.
+        if first:
+            raise first.pop()
+        return await call()
 
     def transient(exc: BaseException) -> bool:
         return classify(exc, step).transient
@@ -239,7 +253,7 @@ async def retrying(
             reraise=True,
         ):
             with attempt:
-                return await call()
+                return await again()
     except Exception as exc:
         raise StepFailed(step, classify(exc, step), exc) from exc
     raise AssertionError("unreachable: AsyncRetrying returns or raises")  # pragma: no cover

@@ -67,6 +67,11 @@ class Layer:
         if self._sorted is None:
             self._sorted = SortedList(self.writes)
         pending = list(self._sorted.irange(start, stop, inclusive=(True, False)))
+        if not pending:
+            # Nothing written here in the range: the base's entries as they are
+            # (decisions scan far more ranges than they write to).
+            yield from self.base.iterate(start, stop)
+            return
         i = 0
         for key, value in self.base.iterate(start, stop):
             while i < len(pending) and pending[i] < key:

@@ -30,26 +30,59 @@ class _Meta:
         self.offset = offset
 
 
-class FakeChangelog:
-    """Records sends like a changelog topic; each send is confirmed at the next offset."""
+class FakeBatch:
+    """Holds up to ``size`` records, like aiokafka's BatchBuilder (a first one always fits)."""
 
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.records: list[tuple[bytes, bytes | None]] = []
+        self.closed = False
+
+    def append(self, *, key: bytes, value: bytes | None, timestamp: None) -> object | None:
+        if self.closed or (self.records and len(self.records) >= self.size):
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeProducer:
+    """Confirms each batch at the next offsets of one log; refuses partitions in ``refuse``."""
+
+    def __init__(self, batch_size: int = 100) -> None:
+        self.batch_size = batch_size
+        self.sent: list[tuple[int, bytes, bytes | None]] = []
+        self.batches: list[tuple[str, int, int]] = []  # topic, partition, records
+        self.refuse: set[int] = set()
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.batch_size)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        assert batch.closed, "a batch is closed before it is handed over"
+        future: asyncio.Future[_Meta] = asyncio.get_running_loop().create_future()
+        self.batches.append((topic, partition, len(batch.records)))
+        if partition in self.refuse:
+            future.set_exception(RuntimeError("refused"))
+            return future
+        future.set_result(_Meta(len(self.sent)))
+        self.sent.extend((partition, k, v) for k, v in batch.records)
+        return future
+
+
+class FakeChangelog:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.sent: list[tuple[int, bytes, bytes | None]] = []
 
     def get_topic_name(self) -> str:
         return self.name
 
-    def as_future_message(
-        self, *, key: bytes, value: bytes | None, partition: int, **_: Any
-    ) -> asyncio.Future[_Meta]:
-        self.sent.append((partition, key, value))
-        future: asyncio.Future[_Meta] = asyncio.get_running_loop().create_future()
-        future.set_result(_Meta(len(self.sent) - 1))
-        return future
 
-    async def publish_message(self, message: Any) -> None:
-        pass
+@pytest.fixture
+def producer() -> FakeProducer:
+    return FakeProducer()
 
 
 @pytest.fixture
@@ -61,8 +94,10 @@ def table(tmp_path: Path) -> Iterator[Any]:
     table.data._dbs.clear()
 
 
-def test_persist_applies_confirmed_writes_to_their_partition(table: Any) -> None:
-    store = FaustStateStore(table)
+def test_persist_applies_confirmed_writes_to_their_partition(
+    table: Any, producer: FakeProducer
+) -> None:
+    store = FaustStateStore(table, lambda: producer)
     results = asyncio.run(
         store.persist(
             [
@@ -85,26 +120,67 @@ def test_persist_applies_confirmed_writes_to_their_partition(table: Any) -> None
     name = "store-test-subjects-changelog"
     assert table.data.persisted_offset(TP(name, 0)) == 2
     assert table.data.persisted_offset(TP(name, 1)) == 3
+    # One record batch per partition, not one send per write.
+    assert producer.batches == [(name, 0, 3), (name, 1, 1)]
 
 
-def test_a_delete_is_a_tombstone_and_leaves_the_store(table: Any) -> None:
-    store = FaustStateStore(table)
+def test_a_full_batch_is_sent_and_the_next_continues_at_the_right_offsets(table: Any) -> None:
+    producer = FakeProducer(batch_size=2)
+    store = FaustStateStore(table, lambda: producer)
+    writes = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(5)]
+    assert asyncio.run(store.persist([(0, writes)])) == [None]
+    name = "store-test-subjects-changelog"
+    assert producer.batches == [(name, 0, 2), (name, 0, 2), (name, 0, 1)]
+    assert [(k, v) for _, k, v in producer.sent] == writes  # in order
+    assert [store.entries(0).get(k) for k, _ in writes] == [v for _, v in writes]
+    assert table.data.persisted_offset(TP(name, 0)) == 4
+
+
+def test_a_refused_batch_fails_the_groups_in_it_only(table: Any, producer: FakeProducer) -> None:
+    producer.refuse = {1}
+    store = FaustStateStore(table, lambda: producer)
+    results = asyncio.run(
+        store.persist(
+            [(0, [(b"h\x00a", b"A")]), (1, [(b"h\x00b", b"B")]), (0, [(b"h\x00c", b"C")])]
+        )
+    )
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], RuntimeError)
+    assert store.entries(0).get(b"h\x00c") == b"C"
+    assert store.entries(1).get(b"h\x00b") is None  # not confirmed: not applied
+
+
+def test_a_delete_is_a_tombstone_and_leaves_the_store(table: Any, producer: FakeProducer) -> None:
+    store = FaustStateStore(table, lambda: producer)
     asyncio.run(store.persist([(0, [(b"h\x00a", b"H")])]))
     asyncio.run(store.persist([(0, [(b"h\x00a", None)])]))
     assert store.entries(0).get(b"h\x00a") is None
-    assert table.changelog_topic.sent[-1] == (0, b"h\x00a", None)
+    assert producer.sent[-1] == (0, b"h\x00a", None)
 
 
-def test_scans_skip_fausts_own_offset_key(table: Any) -> None:
-    store = FaustStateStore(table)
+def test_scans_skip_fausts_own_offset_key(table: Any, producer: FakeProducer) -> None:
+    store = FaustStateStore(table, lambda: producer)
     asyncio.run(store.persist([(0, [(b"a", b"1"), (b"z", b"2")])]))
     assert [k for k, _ in store.entries(0).iterate(b"", b"\xff")] == [b"a", b"z"]
     assert rocks_db(table, 0).get(b"__faust\x00offset__") is not None
 
 
 def test_the_one_private_faust_access_is_the_read_adapter() -> None:
-    # The write path uses Faust's public API only; the current-event context is not used.
+    # Private Faust API is used in faust_store.py only (the read handle and the
+    # producer's batch interface); the current-event context is not used.
     sources = {p: p.read_text() for p in REPO_AGENTS.rglob("*.py")}
     assert not [p for p, text in sources.items() if "_current_event" in text]
-    private = [p.name for p, text in sources.items() if "_db_for_partition" in text]
-    assert private == ["faust_store.py"]
+    for private in ("_db_for_partition", "_ensure_producer"):
+        assert [p.name for p, text in sources.items() if private in text] == ["faust_store.py"]
+
+
+def test_fausts_producer_offers_the_batch_interface(tmp_path: Path) -> None:
+    # aiokafka_producer() relies on Faust's private producer accessor returning
+    # aiokafka's producer, whose create_batch/send_batch persist uses.
+    from aiokafka import AIOKafkaProducer
+    from faust.transport.drivers.aiokafka import Producer
+
+    assert hasattr(Producer, "_ensure_producer")
+    assert callable(AIOKafkaProducer.create_batch)
+    assert callable(AIOKafkaProducer.send_batch)
