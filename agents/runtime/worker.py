@@ -215,6 +215,13 @@ def build_pipeline(
         if sweep:
             last_sweep[0] = now_ms / 1000
 
+    @app.timer(interval=policy.own_topics.segment_for.as_timedelta().total_seconds())  # type: ignore[untyped-decorator]
+    async def forget_deleted_state() -> None:
+        # An erased subject's deleted entries stay in RocksDB's files until a
+        # compaction: compact as often as a topic segment rolls, so the local
+        # store forgets within the same bound as the topics (N9.erasure-own-topics).
+        await store.forget_deleted()
+
     @app.timer(interval=METRICS_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def refresh_gauges() -> None:
         now = clock.now()

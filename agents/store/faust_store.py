@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from faust.types import TP
+from rocksdict import BottommostLevelCompaction, CompactOptions
 
 from agents.store.base import StoreError
 from agents.store.layer import Write
@@ -85,6 +86,17 @@ def rocks_db(table: Any, partition: int) -> Any:
     return table.data._db_for_partition(partition)
 
 
+def forget_deleted(db: Any) -> None:
+    """Rewrite ``db`` whole, so that values deleted or overwritten since (an erased
+    subject's entries) leave its files: RocksDB keeps a deleted value in its
+    write-ahead log and sorted files until a compaction meets its tombstone
+    (N9.erasure-own-topics, docs/own-data.md). Blocking: run it off the event loop."""
+    options = CompactOptions()
+    options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+    db.flush()
+    db.compact_range(None, None, options)
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -129,6 +141,19 @@ class FaustStateStore:
         topic = self.table.changelog_topic.get_topic_name()
         actives = self.table.app.assignor.assigned_actives()
         return sorted({tp.partition for tp in actives if tp.topic == topic})
+
+    def held_partitions(self) -> list[int]:
+        """Partitions whose table this worker holds now, as owner or standby."""
+        topic = self.table.changelog_topic.get_topic_name()
+        assignor = self.table.app.assignor
+        held = {*assignor.assigned_actives(), *assignor.assigned_standbys()}
+        return sorted({tp.partition for tp in held if tp.topic == topic})
+
+    async def forget_deleted(self) -> None:
+        """Compact every partition held, one at a time in a worker thread, so
+        deleted state does not outlive the policy's own-topics bound on disk."""
+        for partition in self.held_partitions():
+            await asyncio.to_thread(forget_deleted, rocks_db(self.table, partition))
 
     async def persist(self, groups: list[tuple[int, list[Write]]]) -> list[Exception | None]:
         results: list[Exception | None] = [None] * len(groups)

@@ -8,7 +8,8 @@ The subject is then erased. Scanning the raw bytes of every topic of the
 pipeline (state changelog and Faust's own topics included, aborted
 transactions included) must then find the address nowhere, and the subject's
 id only where the design keeps it: the state changelog (the request's outcome,
-N10) and the erasure ledger (N9.erasure-replay), docs/own-data.md.
+N10) and the erasure ledger (N9.erasure-replay), docs/own-data.md. The worker's
+local store (RocksDB files) must then lose the address too.
 """
 
 from __future__ import annotations
@@ -193,6 +194,27 @@ def test_after_an_erasure_no_topic_keeps_the_subjects_data(pipeline: Pipeline) -
     finally:
         stop.set()
         traffic.join(30)
+    # The worker's local store (RocksDB: log and sorted files) forgets within the
+    # same bound: it is compacted each `segment_for` (4 s here).
+    data_dir = pipeline.worker_data_dir
+    assert data_dir.is_dir()
+    wait_for(
+        lambda: files_holding(data_dir, needle) == [],
+        60,
+        "the worker's local store kept the erased address",
+        interval=2.0,
+    )
+
+
+def files_holding(directory: Path, needle: bytes) -> list[str]:
+    found = []
+    for path in directory.rglob("*"):
+        try:
+            if path.is_file() and needle in path.read_bytes():
+                found.append(str(path.relative_to(directory)))
+        except FileNotFoundError:  # a file RocksDB removed while we read
+            continue
+    return sorted(found)
 
 
 def _other_subjects(pipeline: Pipeline, tag: str, stop: threading.Event) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 import faust
 import pytest
 from faust.types import TP
+from rocksdict import Rdict
 
 import agents
-from agents.store.faust_store import FaustStateStore, rocks_db
+from agents.store.faust_store import FaustStateStore, forget_deleted, rocks_db
 
 REPO_AGENTS = Path(agents.__file__).parent
 
@@ -184,3 +185,26 @@ def test_fausts_producer_offers_the_batch_interface(tmp_path: Path) -> None:
     assert hasattr(Producer, "_ensure_producer")
     assert callable(AIOKafkaProducer.create_batch)
     assert callable(AIOKafkaProducer.send_batch)
+
+
+def _files_holding(directory: Path, needle: bytes) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*") if p.is_file() and needle in p.read_bytes())
+
+
+def test_forget_deleted_leaves_no_deleted_value_in_the_stores_files(tmp_path: Path) -> None:
+    # N9.erasure-own-topics: a deleted value stays in RocksDB's log and sorted files
+    # until a compaction meets its tombstone; the worker compacts on a timer.
+    needle = b"ann.forget@example.com"
+    db = Rdict(str(tmp_path / "db"))
+    try:
+        db[b"s\x00cust-1"] = b"email=" + needle
+        db[b"s\x00cust-2"] = b"someone else"
+        db.flush()  # now in a sorted file, as a long-held value is
+        del db[b"s\x00cust-1"]
+        db.flush()
+        assert _files_holding(tmp_path, needle), "a delete alone leaves the value on disk"
+        forget_deleted(db)
+        assert _files_holding(tmp_path, needle) == []
+        assert db.get(b"s\x00cust-2") == b"someone else"
+    finally:
+        db.close()
