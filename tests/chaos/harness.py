@@ -62,6 +62,8 @@ class ChaosRun:
         self.workdir = workdir or paths.var_dir() / "chaos" / self.run_id
         self.policy = load_policy(DEMO_POLICY)
         self.systems = [s.id for s in self.policy.systems]
+        # The topics the workers declare under this policy (retention, segments).
+        self.retention = self.policy.topic_retention()
         self.names = TopicNames(self.run_id)
         self.group_id = self.run_id
         self.report = RunReport(
@@ -140,7 +142,7 @@ class ChaosRun:
             reraise=True,
         ):
             with attempt:
-                ensure_topics(self.settings, bootstrap, self.systems)
+                ensure_topics(self.settings, bootstrap, self.systems, self.retention)
         self.env = self._env(bootstrap)
         self.admin = admin_client(bootstrap)
         codec = Codec()
