@@ -38,6 +38,9 @@ class ChaosConfig(BaseSettings):
     fault_overrun_s: float = Field(default=60.0, ge=0)
     # After traffic: how long the pipeline may take to drain (consumer lag zero).
     settle_s: float = Field(default=60.0, ge=0)
+    # Of which the first seconds let work in flight finish before the lag is measured:
+    # the demo policy's watermark max wait (10 s) plus acknowledgement round trips.
+    drain_s: float = Field(default=30.0, ge=0)
     # No process may have restarted in this window before the final check.
     quiet_s: float = Field(default=15.0, ge=0)
     # A record due this long before the check must have been deleted by then.

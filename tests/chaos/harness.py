@@ -190,7 +190,7 @@ class ChaosRun:
         groups = {self.group_id: [*self.names.inputs, self.names.acks, self.names.ticks]}
         groups |= {f"{self.run_id}.downstream.{s}": [self.names.command(s)] for s in self.systems}
         lags, took = live.wait_for_zero_lag(
-            self.client_config, groups, config.partitions, config.settle_s
+            self.client_config, groups, config.partitions, config.settle_s, config.drain_s
         )
         timings["settle (lag back to zero)"] = time.monotonic() - traffic_end
         last = self.supervisor.last_restart()

@@ -56,15 +56,19 @@ def wait_for_zero_lag(
     groups: Mapping[str, list[str]],
     partitions: int,
     timeout: float,
+    drain: float = 0.0,
 ) -> tuple[dict[str, int], float | None]:
-    """Poll until every group has committed everything its topics held when the wait
-    began; (last lags, seconds it took or None).
+    """After ``drain`` seconds (work in flight at the end of the traffic: answers
+    waiting for acknowledgements or a watermark's maximum wait), poll until every
+    group has committed everything its topics held then; (last lags, seconds it
+    took or None).
 
     Measured against the end offsets at the start, not the moving end: after the
     traffic, records keep falling due, so the worker keeps writing ticks to itself
     and downstream systems keep acknowledging; a group that is keeping up still
     shows a few records in flight at any instant (until its next commit)."""
     began = time.monotonic()
+    time.sleep(min(drain, timeout))
     ends = end_offsets(consumer_config, {t for ts in groups.values() for t in ts}, partitions)
     while True:
         lags = {
