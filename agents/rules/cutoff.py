@@ -228,6 +228,31 @@ def on_registered(ctx: Ctx, record: RecordState, event_time: datetime) -> None:
         record = ctx.records.get(record.key) or record
 
 
+def _report_late(
+    ctx: Ctx,
+    rule_id: str,
+    decision: str,
+    request: RequestState,
+    record: RecordState,
+    sent: list[str],
+    **more: object,
+) -> None:
+    """Audit how a late record was dealt with under ``request``, then book it."""
+    ctx.audit(
+        rule_id,
+        decision,
+        controller_id=request.controller_id,
+        command_ids=sent,
+        request_id=request.request_id,
+        system=record.system,
+        record_id=record.record_id,
+        recorded_at=record.registered_at,
+        answered=request.final,
+        **more,
+    )
+    _late(ctx, request, record, sent)
+
+
 def _late(ctx: Ctx, request: RequestState, record: RecordState, sent: list[str]) -> None:
     """Bookkeeping after a late record was handled under ``request``."""
     from agents.rules import requests  # late: requests uses this module
@@ -257,20 +282,6 @@ def _erase_late(ctx: Ctx, request: RequestState, record: RecordState) -> None:
             "the request has been passed to it"
         )
 
-    def audit(decision: str, sent: list[str], **more: object) -> None:
-        ctx.audit(
-            ids.N9_ERASURE,
-            decision,
-            controller_id=request.controller_id,
-            command_ids=sent,
-            request_id=request.request_id,
-            system=record.system,
-            record_id=record.record_id,
-            recorded_at=record.registered_at,
-            answered=request.final,
-            **more,
-        )
-
     if reason is not None:
         requests.keep(
             ctx,
@@ -282,8 +293,7 @@ def _erase_late(ctx: Ctx, request: RequestState, record: RecordState) -> None:
                 reason=reason,
             ),
         )
-        audit("late-record-kept", [], reason=reason)
-        _late(ctx, request, record, [])
+        _report_late(ctx, ids.N9_ERASURE, "late-record-kept", request, record, [], reason=reason)
         return
     cid = commands.issue(
         ctx,
@@ -295,8 +305,7 @@ def _erase_late(ctx: Ctx, request: RequestState, record: RecordState) -> None:
         request_id=request.request_id,
     )
     sent = [cid] if cid is not None and cid in ctx.commands else []
-    audit("late-record-erased", sent)
-    _late(ctx, request, record, sent)
+    _report_late(ctx, ids.N9_ERASURE, "late-record-erased", request, record, sent)
 
 
 def _restrict_late(ctx: Ctx, request: RequestState, record: RecordState) -> None:
@@ -315,18 +324,7 @@ def _restrict_late(ctx: Ctx, request: RequestState, record: RecordState) -> None
         rule_id=N9_RESTRICTION,
         wait=False,
     )
-    ctx.audit(
-        N9_RESTRICTION,
-        "late-record-restricted",
-        controller_id=request.controller_id,
-        command_ids=sent,
-        request_id=request.request_id,
-        system=record.system,
-        record_id=record.record_id,
-        recorded_at=record.registered_at,
-        answered=request.final,
-    )
-    _late(ctx, request, record, sent)
+    _report_late(ctx, N9_RESTRICTION, "late-record-restricted", request, record, sent)
 
 
 def _stop_late(ctx: Ctx, request: RequestState, record: RecordState) -> None:
@@ -346,15 +344,4 @@ def _stop_late(ctx: Ctx, request: RequestState, record: RecordState) -> None:
         parameters=lambda _system, _keys: {"purpose": "profiling"},
         wait=False,
     )
-    ctx.audit(
-        N9_OBJECTION_PROFILING,
-        "late-record-stopped",
-        controller_id=request.controller_id,
-        command_ids=sent,
-        request_id=request.request_id,
-        system=record.system,
-        record_id=record.record_id,
-        recorded_at=record.registered_at,
-        answered=request.final,
-    )
-    _late(ctx, request, record, sent)
+    _report_late(ctx, N9_OBJECTION_PROFILING, "late-record-stopped", request, record, sent)
