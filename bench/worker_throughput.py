@@ -271,6 +271,7 @@ def throughput(
         assert first.process is not None
         profiler = start_profiler(first.process.pid, args.profile)
     cpu_before = sum(cpu_seconds(p) for p in pipelines)
+    state_before = changelog_records(first)
     wall0 = time.time()
     t0 = time.perf_counter()
     first.publish_many(events)
@@ -288,6 +289,7 @@ def throughput(
             if p.process is None or p.process.poll() is not None:
                 raise SystemExit(f"worker exited; see {p.log_path}")
     cpu_s = sum(cpu_seconds(p) for p in pipelines) - cpu_before
+    state_writes = changelog_records(first) - state_before
     elapsed = last_state_write(first) - wall0
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
@@ -316,7 +318,9 @@ def throughput(
     print(f"commands emitted: {int(totals['lifecycle_commands_emitted_total'])} "
           f"({', '.join(f'{a} {int(v)}' for a, v in sorted(by_action.items()) if v)}); "
           f"audit events written: {int(totals['lifecycle_audit_events_written_total'])}; "
-          f"dead letters: {int(totals['lifecycle_dead_letters_total'])}")  # fmt: skip
+          f"dead letters: {int(totals['lifecycle_dead_letters_total'])}; "
+          f"state changelog records: {state_writes} "
+          f"({state_writes / len(events):.1f} per event)")  # fmt: skip
     if args.profile is not None:
         print(f"profile of worker 1 (py-spy, CPU samples; raw stacks in {args.profile}):")
         for name, share in profile_shares(args.profile):
@@ -351,6 +355,24 @@ def last_state_write(pipeline: Pipeline) -> float:
     finally:
         consumer.close()
     return latest
+
+
+def changelog_records(pipeline: Pipeline) -> int:
+    """Records on the state changelog so far (every worker's standby applies each)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = f"{pipeline.prefix}-subjects-changelog"
+    consumer = Consumer({**pipeline.client_config, "group.id": "bench-count"})
+    try:
+        return sum(
+            high - low
+            for low, high in (
+                consumer.get_watermark_offsets(TopicPartition(topic, p), 10)
+                for p in range(pipeline.partitions)
+            )
+        )
+    finally:
+        consumer.close()
 
 
 def load() -> str:

@@ -626,9 +626,11 @@ def install_faust_sensors(
     web route: the worker already serves the registry on the metrics port.
     Call before the app starts (the monitor is added as a sensor at start).
     """
-    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+    from faust.sensors.prometheus import FaustMetrics
+
+    from agents.runtime.faust_monitor import CachingPrometheusMonitor
 
     prefix = name_prefix.replace("-", "_").replace(".", "_")
-    monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, prefix))
+    monitor = CachingPrometheusMonitor(metrics=FaustMetrics.create(registry, prefix))
     app.monitor = monitor
     return monitor
