@@ -179,6 +179,10 @@ _LABEL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,99}")
 INVALID_LABEL: Final = "invalid"
 
 
+# Bound of LifecycleMetrics' cache of labelled counter children.
+MAX_CACHED_CHILDREN = 4096
+
+
 def _lv(value: object) -> str:
     """Return a safe label value: the value itself if it looks like an id, else 'invalid'."""
     text = str(value)
@@ -265,6 +269,10 @@ class LifecycleMetrics:
     processing_without_consent: Counter
     late_records: Counter
     registry: CollectorRegistry = field(repr=False, compare=False)
+    # Labelled counter children already looked up (see ``_count``).
+    _counted: dict[tuple[int, tuple[str, ...]], Any] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def create(
@@ -479,7 +487,21 @@ class LifecycleMetrics:
     # -- ingest ------------------------------------------------------------
     @never_raises
     def observe_event(self, topic: str, event_type: str) -> None:
-        self.events_consumed.labels(_lv(topic), _lv(event_type)).inc()
+        self._count(self.events_consumed, topic, event_type)
+
+    def _count(self, counter: Counter, *values: str) -> None:
+        """``counter.labels(*values).inc()`` for the per-event counters, the child kept:
+        ``labels()`` checks every value and takes a lock, several times per event.
+        Counters' children are never removed; the values are ids from a small set
+        (topics, event types, rules, decisions, systems), and the cache is bounded
+        all the same."""
+        key = (id(counter), values)
+        child = self._counted.get(key)
+        if child is None:
+            if len(self._counted) >= MAX_CACHED_CHILDREN:
+                self._counted.clear()
+            child = self._counted[key] = counter.labels(*(_lv(v) for v in values))
+        child.inc()
 
     @never_raises
     def observe_dead_letter(self, topic: str, reason_class: str) -> None:
@@ -488,11 +510,11 @@ class LifecycleMetrics:
 
     @never_raises
     def observe_decision(self, rule_id: str, decision: str) -> None:
-        self.decisions.labels(_lv(rule_id), _lv(decision)).inc()
+        self._count(self.decisions, rule_id, decision)
 
     @never_raises
     def observe_audit(self, event_type: str) -> None:
-        self.audit_events_written.labels(_lv(event_type)).inc()
+        self._count(self.audit_events_written, event_type)
 
     def observe_audit_error(self, operation: str, outcome: str) -> None:
         """An audit write error: ``operation`` in AUDIT_OPERATIONS, ``outcome`` in
@@ -504,7 +526,7 @@ class LifecycleMetrics:
     # -- commands ----------------------------------------------------------
     @never_raises
     def observe_command(self, system: str, action: str, rule_id: str) -> None:
-        self.commands_emitted.labels(_lv(system), _lv(action), _lv(rule_id)).inc()
+        self._count(self.commands_emitted, system, action, rule_id)
 
     @never_raises
     def observe_ack(self, system: str, action: str, outcome: str, latency_s: float) -> None:
