@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,11 +71,26 @@ class StreamSafeConsumer(aiokafka_driver.Consumer):
         for tp, offset in committed.items():
             if not offset and not self._is_changelog_tp(tp):
                 await self.seek(tp, 0)
+        on_sought = getattr(self.transport, "on_sought", None)
+        if on_sought is not None:
+            on_sought(
+                {
+                    (tp.topic, tp.partition): offset
+                    for tp, offset in committed.items()
+                    if not self._is_changelog_tp(tp)
+                }
+            )
         return committed
+
+
+Sought = Callable[[Mapping[tuple[str, int], int | None]], None]
 
 
 class StreamSafeTransport(aiokafka_driver.Transport):
     Consumer = StreamSafeConsumer
+    # Told the stream partitions' committed offsets after each seek, that is
+    # once state recovery is done (set by the worker: agents.runtime.catchup).
+    on_sought: Sought | None = None
 
 
 def hold_fetching_until_streams_resume(app: faust.App) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,14 +11,16 @@ from typing import Any
 
 import faust
 import mode.loop
+from faust.types import TP
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agents import __version__
 from agents.audit.writer import AuditWriter, KafkaAuditTopic
 from agents.clock import Clock, SystemClock
 from agents.rules.policy import Policy, load_policy
+from agents.runtime.catchup import CatchUp
 from agents.runtime.failures import RetryPolicy, Step
-from agents.runtime.faust_app import make_app, raw_topic
+from agents.runtime.faust_app import StreamSafeTransport, make_app, raw_topic
 from agents.runtime.handler import Handler, RawMessage, to_ms
 from agents.runtime.known_topics import KnownTopics, cluster_topics
 from agents.runtime.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
@@ -171,14 +174,19 @@ def build_pipeline(
     waker = Waker()
     counter = TimerCount()
     last_sweep = [0.0]
+    catch_up = CatchUp()
+    if isinstance(app.transport, StreamSafeTransport):
+        app.transport.on_sought = catch_up.sought
+    # The timer waits for these to be decided again after an assignment (not ticks).
+    replayed_topics = [*names.inputs, names.acks, names.erasure_replays]
 
     @app.agent(source, concurrency=1)
     async def lifecycle(stream: Any) -> None:
         # Faust acks the batch's events only after this body returns for it.
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await handler.handle_batch(
-                [RawMessage(*_where(e), e.message.key, e.message.value) for e in events]
-            )
+            raws = [RawMessage(*_where(e), e.message.key, e.message.value) for e in events]
+            await handler.handle_batch(raws)
+            catch_up.decided((r.topic, r.partition, r.offset) for r in raws)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
@@ -186,7 +194,31 @@ def build_pipeline(
         # and close the audit producers (the next owner fences them anyway).
         # Faust's rebalance is eager (everything is revoked), like this.
         waker.clear()
+        catch_up.reset()
         await audit.release()
+
+    async def timers_may_run(partition: int) -> bool:
+        """After an assignment, the timer waits until the partition's inputs are
+        decided again (agents.runtime.catchup)."""
+        if catch_up.recovering:
+            return False
+        if not catch_up.armed(partition):
+            tps = [TP(topic, partition) for topic in replayed_topics]
+            try:
+                ends = await app.consumer.highwaters(*tps)
+                starts = await app.consumer.earliest_offsets(*tps)
+            except Exception as exc:  # the broker away: try again at the next tick
+                log.warning(
+                    "partition %d: end offsets not read (%s)", partition, type(exc).__name__
+                )
+                return False
+            catch_up.arm(
+                partition,
+                {(tp.topic, tp.partition): o for tp, o in ends.items()},
+                {(tp.topic, tp.partition): o for tp, o in starts.items()},
+                time.monotonic(),
+            )
+        return catch_up.ready(partition, time.monotonic())
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_audit(_app: Any, **_: Any) -> None:
@@ -204,6 +236,8 @@ def build_pipeline(
         now_ms = to_ms(now)
         sweep = now_ms / 1000 - last_sweep[0] >= MIGRATION_SWEEP_S
         for partition in store.active_partitions():
+            if not await timers_may_run(partition):
+                continue
             entries = store.entries(partition)
             for subject_id, due_ms in waker.due(entries, now_ms):
                 await tick(subject_id, _from_ms(due_ms), now)
