@@ -30,8 +30,6 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 
 
 def _utc(value: datetime) -> datetime:
-    if value.tzinfo is UTC and not value.microsecond % 1000:
-        return value  # already normalised (the common case: called ~10 times per event)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must be timezone-aware (UTC)")
     value = value.astimezone(UTC)

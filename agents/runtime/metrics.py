@@ -179,10 +179,6 @@ _LABEL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,99}")
 INVALID_LABEL: Final = "invalid"
 
 
-# Bound of LifecycleMetrics' cache of labelled counter children.
-MAX_CACHED_CHILDREN = 4096
-
-
 def _lv(value: object) -> str:
     """Return a safe label value: the value itself if it looks like an id, else 'invalid'."""
     text = str(value)
@@ -269,10 +265,6 @@ class LifecycleMetrics:
     processing_without_consent: Counter
     late_records: Counter
     registry: CollectorRegistry = field(repr=False, compare=False)
-    # Labelled counter children already looked up (see ``_count``).
-    _counted: dict[tuple[int, tuple[str, ...]], Any] = field(
-        default_factory=dict, repr=False, compare=False
-    )
 
     @classmethod
     def create(
@@ -487,21 +479,7 @@ class LifecycleMetrics:
     # -- ingest ------------------------------------------------------------
     @never_raises
     def observe_event(self, topic: str, event_type: str) -> None:
-        self._count(self.events_consumed, topic, event_type)
-
-    def _count(self, counter: Counter, *values: str) -> None:
-        """``counter.labels(*values).inc()`` for the per-event counters, the child kept:
-        ``labels()`` checks every value and takes a lock, several times per event.
-        Counters' children are never removed; the values are ids from a small set
-        (topics, event types, rules, decisions, systems), and the cache is bounded
-        all the same."""
-        key = (id(counter), values)
-        child = self._counted.get(key)
-        if child is None:
-            if len(self._counted) >= MAX_CACHED_CHILDREN:
-                self._counted.clear()
-            child = self._counted[key] = counter.labels(*(_lv(v) for v in values))
-        child.inc()
+        self.events_consumed.labels(_lv(topic), _lv(event_type)).inc()
 
     @never_raises
     def observe_dead_letter(self, topic: str, reason_class: str) -> None:
@@ -510,11 +488,11 @@ class LifecycleMetrics:
 
     @never_raises
     def observe_decision(self, rule_id: str, decision: str) -> None:
-        self._count(self.decisions, rule_id, decision)
+        self.decisions.labels(_lv(rule_id), _lv(decision)).inc()
 
     @never_raises
     def observe_audit(self, event_type: str) -> None:
-        self._count(self.audit_events_written, event_type)
+        self.audit_events_written.labels(_lv(event_type)).inc()
 
     def observe_audit_error(self, operation: str, outcome: str) -> None:
         """An audit write error: ``operation`` in AUDIT_OPERATIONS, ``outcome`` in
@@ -526,7 +504,7 @@ class LifecycleMetrics:
     # -- commands ----------------------------------------------------------
     @never_raises
     def observe_command(self, system: str, action: str, rule_id: str) -> None:
-        self._count(self.commands_emitted, system, action, rule_id)
+        self.commands_emitted.labels(_lv(system), _lv(action), _lv(rule_id)).inc()
 
     @never_raises
     def observe_ack(self, system: str, action: str, outcome: str, latency_s: float) -> None:
@@ -648,11 +626,9 @@ def install_faust_sensors(
     web route: the worker already serves the registry on the metrics port.
     Call before the app starts (the monitor is added as a sensor at start).
     """
-    from faust.sensors.prometheus import FaustMetrics
-
-    from agents.runtime.faust_monitor import CachingPrometheusMonitor
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 
     prefix = name_prefix.replace("-", "_").replace(".", "_")
-    monitor = CachingPrometheusMonitor(metrics=FaustMetrics.create(registry, prefix))
+    monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, prefix))
     app.monitor = monitor
     return monitor

@@ -68,15 +68,10 @@ class Layer:
             self._sorted = SortedList(self.writes)
         pending = list(self._sorted.irange(start, stop, inclusive=(True, False)))
         if not pending:
-            # Nothing written here in the range: the base's own iterator, not one
-            # wrapped per layer (decisions scan far more ranges than they write to,
-            # through two layers).
-            return self.base.iterate(start, stop)
-        return self._merged(pending, start, stop)
-
-    def _merged(
-        self, pending: list[bytes], start: bytes, stop: bytes
-    ) -> Iterator[tuple[bytes, bytes]]:
+            # Nothing written here in the range: the base's entries as they are
+            # (decisions scan far more ranges than they write to).
+            yield from self.base.iterate(start, stop)
+            return
         i = 0
         for key, value in self.base.iterate(start, stop):
             while i < len(pending) and pending[i] < key:
