@@ -15,7 +15,9 @@ deletions a few seconds apart is not held back by its previous tick.
 ``Waker.caught_up`` finds subjects whose requests wait for the partition's
 watermarks and can now be answered (``agents.rules.cutoff``).
 ``legacy_subjects`` finds subjects still stored in the previous format, so the
-migration sweep ticks them once (docs/deployment.md).
+migration sweep ticks them once (docs/deployment.md). After an assignment the
+worker's timer leaves a partition alone until the inputs it held then are
+decided again (``agents.runtime.catchup``).
 """
 
 from __future__ import annotations
