@@ -35,7 +35,8 @@ from agents.tools.downstream import Behaviour, DownstreamConsumer, ReferenceStor
 from schemas.audit import AuditEvent
 from schemas.base import Frozen
 from schemas.commands import Command
-from streams.admin import ensure_topics
+from streams.admin import admin_client, ensure_topics
+from streams.broker.admin import delete_topics
 from streams.broker.ports import free_ports
 from streams.codec import Codec
 from streams.settings import REPO_ROOT, KafkaSecurity, Settings
@@ -185,6 +186,16 @@ class Pipeline:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
         self.process = None
+
+    def delete_topics(self) -> None:
+        """Delete every topic of this pipeline (its prefix: inputs, outputs, the state
+        changelog, Faust's own), so a suite run does not pile them up on the broker."""
+        admin = admin_client(self.settings, self.bootstrap)
+        try:
+            names = [n for n in admin.list_topics(timeout=30).topics if n.startswith(self.prefix)]
+        except KafkaException:
+            return  # the broker is gone: nothing is left to clean up
+        delete_topics(admin, names)
 
     def close(self) -> None:
         for consumer, thread in self._downstreams:
@@ -406,6 +417,8 @@ def pipelines(bootstrap: str, tmp_path: Path, **kwargs: Any) -> Iterator[Pipelin
         yield pipeline
     finally:
         pipeline.close()
+        if "prefix" not in kwargs:  # a given prefix is another pipeline's, still in use
+            pipeline.delete_topics()
 
 
 def answering_pipelines(bootstrap: str, workdir: Path, **kwargs: Any) -> Iterator[Pipeline]:
