@@ -173,6 +173,7 @@ WORKLOADS = [
     ("StatefulSet", "lifecycle-worker"),
     ("Job", "lifecycle-topics"),
     ("Deployment", "downstream-call-recorder"),
+    ("Deployment", "lifecycle-replayer"),
 ]
 
 
@@ -235,6 +236,13 @@ def test_downstream_system_is_declared_in_the_policy() -> None:
     args = container["args"]
     assert args[:2] == ["downstream", "--system"]
     assert args[2] in policy_systems()
+
+
+def test_the_replayer_listens_for_restores() -> None:
+    (container,) = pod_spec(one("Deployment", "lifecycle-replayer"))["containers"]
+    assert container["args"] == ["erasures", "listen"]
+    secret = one("Secret", "lifecycle-replayer")["stringData"]
+    assert secret["LIFECYCLE_KAFKA_SASL_USERNAME"] == "lifecycle-replayer"  # its ACLs' principal
 
 
 def test_topic_job_creates_topics() -> None:
