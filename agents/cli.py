@@ -243,9 +243,17 @@ def erasures_replay(system: str, since: datetime, restore_id: str | None) -> Non
 @erasures.command("listen")
 def erasures_listen() -> None:
     """Replay erasures for every SystemRestored event on <prefix>.restores (runs until stopped)."""
-    from agents.runtime.replayer import RestoreListener
+    from prometheus_client import CollectorRegistry, start_http_server
 
-    listener = RestoreListener(_replayer())
+    from agents.runtime.replayer import RestoreListener
+    from agents.runtime.replayer_metrics import ReplayerMetrics
+
+    settings = Settings()
+    registry = CollectorRegistry()
+    metrics = ReplayerMetrics.create(registry)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    listener = RestoreListener(_replayer(), metrics=metrics)
     signal.signal(signal.SIGTERM, lambda *_: listener.stop())
     listener.run()
 

@@ -29,15 +29,20 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
 
 from agents.clock import Clock
 from schemas.deadletter import DeadLetter
 from schemas.internal import ErasureLedgerEntry, ErasureReplay, SystemRestored
+
+if TYPE_CHECKING:
+    from agents.runtime.replayer_metrics import ReplayerMetrics
 from streams.codec import Codec
 from streams.deadletter import DeadLetterSink, decode_or_dead_letter, log_dead_letter
 from streams.publisher import Publisher
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 # ErasureReplay messages published per broker round trip.
 BATCH = 1_000
 POLL_S = 1.0
+# Replay reports a running listener keeps (the metrics count them all).
+KEPT_REPORTS = 100
 
 
 @dataclass(frozen=True)
@@ -228,8 +235,15 @@ def _replay_of(entry: ErasureLedgerEntry, restore_id: str, since: datetime) -> E
 class RestoreListener:
     """Replays erasures for every ``SystemRestored`` on ``<prefix>.restores``."""
 
-    def __init__(self, replayer: ErasureReplayer, *, group_id: str | None = None) -> None:
+    def __init__(
+        self,
+        replayer: ErasureReplayer,
+        *,
+        group_id: str | None = None,
+        metrics: ReplayerMetrics | None = None,
+    ) -> None:
         self.replayer = replayer
+        self.metrics = metrics
         settings = replayer.settings
         self.consumer = Consumer(
             {
@@ -240,7 +254,8 @@ class RestoreListener:
                 **settings.security.confluent_config(),
             }
         )
-        self.reports: list[ReplayReport] = []
+        # The latest reports, for whoever runs the listener in process (tests).
+        self.reports: deque[ReplayReport] = deque(maxlen=KEPT_REPORTS)
         self._stop = threading.Event()
 
     def run(self) -> None:
@@ -266,10 +281,13 @@ class RestoreListener:
         dead: list[DeadLetter] = []
         event = self.replayer._decode(msg, SystemRestored, dead)
         if isinstance(event, SystemRestored):
-            self.reports.append(
-                self.replayer.replay(event.system, event.backup_taken_at, event.restore_id)
-            )
+            report = self.replayer.replay(event.system, event.backup_taken_at, event.restore_id)
+            self.reports.append(report)
+            if self.metrics is not None:
+                self.metrics.observe_replay(report, self.replayer.clock.now().timestamp())
         else:
             self.replayer.park(dead)
+            if self.metrics is not None:
+                self.metrics.observe_unreadable(len(dead))
         # Only now: every replay (or the dead letter) is confirmed by the broker.
         self.consumer.commit(message=msg, asynchronous=False)

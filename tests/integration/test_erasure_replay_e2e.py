@@ -18,8 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from agents.runtime.replayer import ErasureReplayer, RestoreListener
+from agents.runtime.replayer_metrics import ReplayerMetrics
 from agents.tools.downstream import ReferenceStore
 from schemas.audit import AuditEvent
 from schemas.base import DataCategory
@@ -85,7 +87,12 @@ def test_a_restored_system_is_cleaned_again_with_the_same_command_ids(
     replayer = ErasureReplayer(
         pipeline.bootstrap, pipeline.settings, clock=_Clock(), clock_margin=timedelta(0)
     )
-    listener = RestoreListener(replayer, group_id=f"{pipeline.prefix}.replayer")
+    registry = CollectorRegistry()
+    listener = RestoreListener(
+        replayer,
+        group_id=f"{pipeline.prefix}.replayer",
+        metrics=ReplayerMetrics.create(registry),
+    )
     thread = threading.Thread(target=listener.run, daemon=True)
     thread.start()
     try:
@@ -99,6 +106,13 @@ def test_a_restored_system_is_cleaned_again_with_the_same_command_ids(
     assert len(crm.held(OTHER)) == 2
     [report] = listener.reports
     assert (report.entries, report.records, report.subjects) == (1, 2, 1)
+    # What SREs see: one restore of the CRM, one DELETE of two records re-sent.
+    for name, value in (
+        ("lifecycle_replayer_restores_total", 1),
+        ("lifecycle_replayer_deletions_resent_total", 1),
+        ("lifecycle_replayer_records_resent_total", 2),
+    ):
+        assert registry.get_sample_value(name, {"system": "crm"}) == value
     # Sent again under the original id, marked as a replay of this restore.
     resent = [c for c in _deletes(pipeline, SUBJECT) if c.parameters]
     assert [c.command_id for c in resent] == [original.command_id]

@@ -149,6 +149,9 @@ def test_worker_probes_hit_the_metrics_port() -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == int(config["LIFECYCLE_METRICS_PORT"])
     assert ports["web"] == int(config["LIFECYCLE_WEB_PORT"])
+    # The probes come from outside the pod: a loopback-bound endpoint (the
+    # setting's default) would fail them and restart the worker for ever.
+    assert config["LIFECYCLE_METRICS_HOST"] == "0.0.0.0"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = container[probe]["httpGet"]
         assert get == {"path": "/metrics", "port": "metrics"}, probe
@@ -301,6 +304,9 @@ def test_compose_services_and_images() -> None:
     assert services["topics"]["command"] == ["topics", "create"]
     assert services["worker"]["command"] == ["worker"]
     assert services["erasure-replayer"]["command"] == ["erasures", "listen"]
+    # Published and scraped from outside its container: bound on all interfaces.
+    assert services["worker"]["environment"]["LIFECYCLE_METRICS_HOST"] == "0.0.0.0"
+    assert "9108:9108" in services["worker"]["ports"]
     command = services["downstream-call-recorder"]["command"]
     assert command[:2] == ["downstream", "--system"]
     assert command[2] in policy_systems()
