@@ -14,6 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from agents.runtime.metrics import LifecycleMetrics
+from agents.runtime.replayer_metrics import ReplayerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 PROM = REPO / "deploy" / "prometheus"
@@ -40,6 +41,7 @@ REQUIRED_ALERTS = {
     "LifecycleWorkerDown",
     "LifecycleAuditWriteFailing",
     "LifecycleProcessingWithoutConsent",
+    "LifecycleReplayerUnreadable",
 }
 
 # PromQL words that are not metric names.
@@ -62,6 +64,7 @@ def exported_names() -> set[str]:
     """Series names a scrape of the bundle can contain."""
     registry = CollectorRegistry()
     LifecycleMetrics.create(registry, version="t", policy_version="t")
+    ReplayerMetrics.create(registry)
     names: set[str] = set()
     for family in registry.collect():
         if family.type == "counter":

@@ -19,7 +19,7 @@ DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 K8S_VERSION = "1.33.0"
 # Kinds with no schema in kubernetes-validate (CRDs, kustomize); checked by hand below.
-NON_CORE_KINDS = {"ServiceMonitor", "Kustomization"}
+NON_CORE_KINDS = {"ServiceMonitor", "PodMonitor", "Kustomization"}
 PLACEHOLDER = "REPLACE-ME"
 
 Doc = dict[str, Any]
