@@ -44,6 +44,7 @@ marketing record whenever it is reported (N1, ``marketing.check_re_add``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from agents.rules import ids
@@ -121,11 +122,13 @@ def on_heartbeat(
     return list(layer.writes.items())
 
 
-def lagging(entries: Entries, policy: Policy, cutoff_ms: int) -> list[str]:
-    """The sources this partition has not yet seen past ``cutoff_ms``."""
+def lagging(entries: Entries, sources: Policy | Iterable[str], cutoff_ms: int) -> list[str]:
+    """The sources (a policy's ``event_time.sources``, or those given) this partition
+    has not yet seen past ``cutoff_ms``."""
+    names = sources.event_time.sources if isinstance(sources, Policy) else sources
     return [
         source
-        for source in policy.event_time.sources
+        for source in names
         if (seen := watermark(entries, source)) is None or seen < cutoff_ms
     ]
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from agents.rules.durations import Duration
 from schemas.base import DataCategory, Frozen, LegalBasis, ShortText, Slug
@@ -223,11 +223,26 @@ class EventTimeSettings(Frozen):
     watermark: the latest event time seen from it, less ``allowed_lateness``, or
     a heartbeat it published), or until ``max_wait`` has passed (processing time),
     whichever comes first. An empty ``sources`` list answers without waiting.
+
+    ``contract_sources``: the systems (among ``sources``) that report contracts. A
+    deletion that rests on no contract running at its due time (every retention
+    rule but ``fixed``) waits until they have been seen past that time, or
+    ``max_wait`` after it (``agents.rules.retention``). Empty: no such wait.
     """
 
     sources: list[Slug] = Field(default_factory=list, max_length=50)
+    contract_sources: list[Slug] = Field(default_factory=list, max_length=50)
     max_wait: Duration = Duration.parse("PT15M")
     allowed_lateness: Duration = Duration.parse("PT0S")
+
+    @model_validator(mode="after")
+    def _contract_sources_have_watermarks(self) -> EventTimeSettings:
+        unknown = sorted(set(self.contract_sources) - set(self.sources))
+        if unknown:
+            raise ValueError(
+                f"event_time.contract_sources not in event_time.sources: {', '.join(unknown)}"
+            )
+        return self
 
 
 class BackupSettings(Frozen):

@@ -35,9 +35,9 @@ by looking at every record.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from agents.rules import commands, ids, jobs, limits
+from agents.rules import commands, cutoff, ids, jobs, limits
 from agents.rules.context import Ctx, record_due, to_ms
 from agents.rules.policy import RetentionRule, RuleKind
 from agents.rules.registry import handles
@@ -191,6 +191,8 @@ def fire_due(ctx: Ctx, due: list[tuple[int, str]]) -> None:
                 case_references=[h.case_reference for h in holds],
             )
             continue
+        if _waits_for_sources(ctx, record):
+            continue
         due_ms = to_ms(record.due_at) if record.due_at is not None else ms
         groups[(record.system, record.controller_id, record.rule_id or "", due_ms)].append(key)
     for (system, controller_id, rule_id, _due), group in sorted(groups.items()):
@@ -215,6 +217,46 @@ def fire_due(ctx: Ctx, due: list[tuple[int, str]]) -> None:
                 record_ids=[r.record_id for r in records],
                 due_at=due_at,
             )
+
+
+def _waits_for_sources(ctx: Ctx, record: RecordState) -> bool:
+    """Defer a deletion that rests on the absence of a contract until the systems that
+    report contracts (``event_time.contract_sources``) have been seen past its due
+    time (N9 event time), or ``event_time.max_wait`` after it.
+
+    Only a ``fixed`` rule's deletion (call recordings) holds whatever the contracts;
+    the others hold because no contract was known to be running at the due time. A
+    ``ContractStarted`` from before that time still unread on the billing topic (a
+    lagging worker, a system reporting late) would have kept the record, so the
+    record waits, due again at the maximum wait: then it is checked afresh (its due
+    time recomputed, a contract reported meanwhile keeping it) and deleted if still
+    due, whatever the sources. The record's due time moves, so replays decide the
+    same; audited ``deletion-deferred`` with the sources not seen that far.
+    """
+    settings = ctx.policy.event_time
+    if not settings.contract_sources or record.due_at is None:
+        return False
+    fixed = ctx.policy.rule_for(record.controller_id, RuleKind.FIXED, record.category)
+    if fixed is not None and fixed.id == record.rule_id:
+        return False
+    until = record.due_at + settings.max_wait.as_timedelta()
+    if ctx.now >= until:
+        return False
+    behind = cutoff.lagging(ctx.layer, settings.contract_sources, to_ms(record.due_at))
+    if not behind:
+        return False
+    ctx.records[record.key] = replace(record, due_at=until)
+    ctx.audit(
+        record.rule_id or ids.N7_LEGAL_HOLD,
+        "deletion-deferred",
+        controller_id=record.controller_id,
+        record_id=record.record_id,
+        system=record.system,
+        due_at=record.due_at,
+        until=until,
+        lagging=behind,
+    )
+    return True
 
 
 def forget_contracts(ctx: Ctx) -> None:
@@ -255,8 +297,15 @@ def on_contract_ended(ctx: Ctx, event: ContractEnded) -> None:
     if contract.ended_at is not None:
         return
     legal = _rule(ctx, contract.controller_id, RuleKind.LEGAL_OBLIGATION)
+    # Remembered until its records' legal-obligation period is over, plus the wait a
+    # deletion may take for the contract sources (``_waits_for_sources``): forgotten
+    # earlier, a deferred record would fall to the no-contract rule instead.
+    event_time = ctx.policy.event_time
+    linger = event_time.max_wait.as_timedelta() if event_time.contract_sources else timedelta(0)
     contracts[event.contract_id] = replace(
-        contract, ended_at=event.event_time, forget_at=legal.keep_for.after(event.event_time)
+        contract,
+        ended_at=event.event_time,
+        forget_at=legal.keep_for.after(event.event_time) + linger,
     )
     timed, cleared = reschedule_all(ctx)
     ctx.audit(

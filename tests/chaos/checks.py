@@ -351,7 +351,15 @@ def due_records_deleted(
                 continue
             assert isinstance(hold, datetime)
             due = max(due, hold)
-        if due + grace > now:
+        # A deletion resting on no contract may wait for the contract sources'
+        # watermark up to the policy's maximum (agents.rules.retention).
+        waits = (
+            policy.event_time.max_wait.as_timedelta()
+            if policy.event_time.contract_sources
+            and policy.rule_for(record.controller_id, RuleKind.FIXED, record.category) is None
+            else timedelta(0)
+        )
+        if due + grace + waits > now:
             not_yet += 1
             continue
         check.checked += 1

@@ -452,6 +452,7 @@ def without_watermarks(source: Path, directory: Path) -> Path:
     """``source`` with answers that do not wait for the sources' watermarks."""
     doc = yaml.safe_load(source.read_text())
     doc.setdefault("event_time", {})["sources"] = []
+    doc["event_time"]["contract_sources"] = []  # deletions do not wait either
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{source.stem}-no-watermarks.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

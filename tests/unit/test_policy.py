@@ -49,6 +49,7 @@ def test_notice_policy_is_faithful_to_the_notice() -> None:
     # N9: answers wait for every system that publishes the subjects' data (not the
     # desk, which publishes the requests); N4: withdrawn consent binds.
     assert set(p.event_time.sources) == set(PRODUCING_SYSTEMS) - {"privacy-desk"}
+    assert p.event_time.contract_sources == ["billing"]
     assert p.consent.after_withdrawal is ConsentEnforcement.STOP_PROCESSING
 
 
@@ -142,6 +143,10 @@ def _source_twice(doc: dict[str, Any]) -> None:
     doc["event_time"]["sources"].append("crm")
 
 
+def _contract_source_without_watermark(doc: dict[str, Any]) -> None:
+    doc["event_time"]["contract_sources"] = ["billing", "privacy-desk"]
+
+
 def _unknown_consent_enforcement(doc: dict[str, Any]) -> None:
     doc["consent"]["after_withdrawal"] = "ignore"
 
@@ -151,6 +156,7 @@ def _unknown_consent_enforcement(doc: dict[str, Any]) -> None:
     [
         (_calendar_max_wait, "event_time.max_wait", "fixed length"),
         (_source_twice, "event_time.sources", "listed twice"),
+        (_contract_source_without_watermark, "event_time", "not in event_time.sources"),
         (_unknown_consent_enforcement, "consent.after_withdrawal", "Input should be"),
         (
             _n8_us_without_safeguard,
