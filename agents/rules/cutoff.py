@@ -122,13 +122,11 @@ def on_heartbeat(
     return list(layer.writes.items())
 
 
-def lagging(entries: Entries, sources: Policy | Iterable[str], cutoff_ms: int) -> list[str]:
-    """The sources (a policy's ``event_time.sources``, or those given) this partition
-    has not yet seen past ``cutoff_ms``."""
-    names = sources.event_time.sources if isinstance(sources, Policy) else sources
+def lagging(entries: Entries, sources: Iterable[str], cutoff_ms: int) -> list[str]:
+    """The ``sources`` this partition has not yet seen past ``cutoff_ms``."""
     return [
         source
-        for source in names
+        for source in sources
         if (seen := watermark(entries, source)) is None or seen < cutoff_ms
     ]
 
@@ -156,7 +154,7 @@ def ready(ctx: Ctx, request: RequestState) -> bool:
     if not request.waits_for_cutoff:
         return True
     assert request.cutoff_wait_until is not None
-    behind = lagging(ctx.layer, ctx.policy, to_ms(request.received_at))
+    behind = lagging(ctx.layer, ctx.policy.event_time.sources, to_ms(request.received_at))
     if behind and ctx.now < request.cutoff_wait_until:
         return False
     ctx.subject.requests[request.request_id] = replace(request, cutoff_settled=True, lagging=behind)
