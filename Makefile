@@ -36,7 +36,7 @@ worker: install ## Run only the worker against KAFKA_BOOTSTRAP_SERVERS (or a loc
 	$(BIN)/lifecycle worker
 
 test: install tools ## Run the whole test suite (starts a local Kafka broker unless KAFKA_BOOTSTRAP_SERVERS is set)
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=20
 
 test-unit: install tools ## Run the unit tests (no processes started)
 	$(BIN)/pytest tests/unit
@@ -55,10 +55,11 @@ compat: install ## Check every Avro schema is FULL_TRANSITIVE compatible with it
 chaos: install ## Fault-injection suite: own 3-node cluster, workers/broker/downstream killed, scaling, consistency checks (~5 min; CHAOS_* env, see docs/chaos.md)
 	$(BIN)/python -m tests.chaos run
 
-bench: install ## Run the benchmarks (codec, CPU per event by records held, worker throughput, one subject's growth and erasure, tick cost, desk)
+bench: install ## Run the benchmarks (codec, CPU per event by records held, worker throughput, Faust's own floor, one subject's growth and erasure, tick cost, desk)
 	$(BIN)/python bench/codec_bench.py
 	$(BIN)/python bench/subject_cpu_bench.py
 	$(BIN)/python bench/worker_throughput.py
+	$(BIN)/python bench/faust_floor.py
 	$(BIN)/python bench/large_subject_bench.py --records 10000
 	$(BIN)/python bench/tick_bench.py
 	$(BIN)/python bench/cutoff_bench.py

@@ -65,17 +65,20 @@ class Projector:
         """(Re)assign every partition of the topics to read, from the stored offsets.
 
         Raises ``topics.MissingTopics`` (with what to check) when a topic is absent."""
+        partitions = self._partitions(timeout)
+        self.consumer.assign(partitions)
+        self.assigned = partitions
+        return partitions
+
+    def _partitions(self, timeout: float) -> list[TopicPartition]:
         metadata = self.consumer.list_topics(timeout=timeout)
         names = self.topics.select(metadata.topics)
         stored = self.store.next_offsets()
-        partitions = [
+        return [
             TopicPartition(name, p, stored.get((name, p), OFFSET_BEGINNING))
             for name in names
             for p in sorted(metadata.topics[name].partitions)
         ]
-        self.consumer.assign(partitions)
-        self.assigned = partitions
-        return partitions
 
     def step(self, timeout: float = POLL_S) -> int:
         """Consume one batch and apply it; the number of messages applied."""
@@ -100,13 +103,18 @@ class Projector:
 
     def catch_up(self, timeout: float = 300.0) -> int:
         """Read every assigned partition up to its end offset as of now."""
-        if not self.assigned:
-            self.assign()
+        # The end offsets are read before the partitions are assigned: once they
+        # are, each lookup waits behind the consumer's long-polling fetches (about
+        # 40 ms a partition, ten seconds for a pipeline's few hundred).
+        partitions = self.assigned or self._partitions(10.0)
         ends = {}
-        for tp in self.assigned:
+        for tp in partitions:
             low, high = self.consumer.get_watermark_offsets(tp, timeout=10)
             if high > low:  # an empty partition (or one emptied by retention) has nothing
                 ends[(tp.topic, tp.partition)] = high
+        if not self.assigned:
+            self.consumer.assign(partitions)
+            self.assigned = partitions
         deadline = time.monotonic() + timeout
         applied = 0
         while True:
