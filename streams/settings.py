@@ -64,7 +64,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     # Loopback by default; a container sets 0.0.0.0 so Prometheus can scrape it.
     metrics_host: str = "127.0.0.1"
-    web_port: int = Field(default=6066, ge=0, le=65535)
+    # Faust's own web server (its table router and debug pages): nothing of the
+    # pipeline uses it, so it is off (0); a port given here is bound to loopback,
+    # for a developer's debugging (kubectl port-forward), never exposed.
+    web_port: int = Field(default=0, ge=0, le=65535)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     # Faust keeps this many warm copies of each table partition on other
     # workers, so a failover does not replay the changelog (needs 2+ workers).

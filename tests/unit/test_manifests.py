@@ -148,7 +148,9 @@ def test_worker_probes_hit_the_metrics_port() -> None:
     (container,) = pod_spec(sts)["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == int(config["LIFECYCLE_METRICS_PORT"])
-    assert ports["web"] == int(config["LIFECYCLE_WEB_PORT"])
+    # Faust's web server is off (nothing uses it): no port declared for it.
+    assert set(ports) == {"metrics"}
+    assert config.get("LIFECYCLE_WEB_PORT", "0") == "0"
     # The probes come from outside the pod: a loopback-bound endpoint (the
     # setting's default) would fail them and restart the worker for ever.
     assert config["LIFECYCLE_METRICS_HOST"] == "0.0.0.0"
@@ -163,7 +165,7 @@ def test_headless_service_and_pdb_select_the_worker() -> None:
     svc = one("Service", sts["spec"]["serviceName"])
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"].items() <= labels.items()
-    assert {p["name"] for p in svc["spec"]["ports"]} == {"metrics", "web"}
+    assert {p["name"] for p in svc["spec"]["ports"]} == {"metrics"}
     pdb = one("PodDisruptionBudget", "lifecycle-worker")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["spec"]["maxUnavailable"] == 1
