@@ -38,6 +38,9 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # A deleted row's bytes are overwritten, not left in a freed page: a
+        # forgotten subject must leave the file too (N9.erasure-own-topics).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -46,6 +49,26 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def scrub(engine: Engine) -> bool:
+    """After deleting personal data: fold the write-ahead log into the database and
+    truncate it, so the frames that still held the deleted rows leave the disk.
+    True when done (or nothing to do: PostgreSQL, whose deleted rows stay in its
+    files until VACUUM reuses the space, docs/own-data.md); False when readers
+    kept the log busy past the busy timeout (try again later)."""
+    if engine.dialect.name != "sqlite":
+        return True
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        # Outside any transaction (the connection is in autocommit mode).
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _log, _done = cursor.fetchone()
+        cursor.close()
+    finally:
+        raw.close()
+    return not busy
 
 
 def writing(conn: Connection) -> Connection:

@@ -35,7 +35,7 @@ from agents.audit.chain import event_hash, pseudonym
 from agents.clock import Clock
 from desk.readmodel import contracts, state_projection
 from desk.readmodel import tables as t
-from desk.readmodel.db import lock_writer, make_engine, migrate, writing
+from desk.readmodel.db import lock_writer, make_engine, migrate, scrub, writing
 from desk.readmodel.ops import Delete, ForgetSubject, RowOp, Unreadable, Upsert
 from desk.readmodel.topics import DeskTopics, Kind
 from schemas.audit import GENESIS_HASH, AuditEvent
@@ -117,6 +117,8 @@ class Store:
         self.audit_key = audit_key
         self.codec = codec
         self.clock = clock
+        # Personal data was deleted and the database files not yet scrubbed of it.
+        self._to_scrub = False
 
     @classmethod
     def open(
@@ -210,7 +212,13 @@ class Store:
                 replace=True,
             )
             batch.result.applied = len(fresh) - batch.result.unreadable
-            return batch.result
+        self._scrub()
+        return batch.result
+
+    def _scrub(self) -> None:
+        """After a committed deletion of personal data, once no transaction is open."""
+        if self._to_scrub:
+            self._to_scrub = not scrub(self.engine)
 
     def _unreadable(self, batch: _Batch, m: Message, reason: str) -> None:
         # The position and the reason only: a payload can hold personal data.
@@ -273,6 +281,7 @@ class Store:
             )
 
     def _forget(self, conn: Connection, subject_id: str, at: datetime) -> None:
+        self._to_scrub = True
         for table in (*t.STATE_TABLES, t.responses, t.commands, t.acks, t.dead_letters):
             conn.execute(delete(table).where(table.c.subject_id == subject_id))
         conn.execute(
@@ -373,8 +382,8 @@ class Store:
             [row],
         )
 
-    @staticmethod
-    def _forget_earlier_bodies(conn: Connection, erasure: RequestResponse) -> None:
+    def _forget_earlier_bodies(self, conn: Connection, erasure: RequestResponse) -> None:
+        self._to_scrub = True
         r = t.responses
         conn.execute(
             update(r)
@@ -516,4 +525,6 @@ class Store:
                     continue
                 result = conn.execute(delete(column.table).where(column < now - keep))
                 dropped[kind] = result.rowcount
+                self._to_scrub = self._to_scrub or result.rowcount > 0
+        self._scrub()
         return dropped

@@ -342,6 +342,30 @@ def test_a_subject_the_worker_forgets_is_forgotten_here_too(store: Store, clock:
     assert count(store, t.responses) == 0
 
 
+def test_a_forgotten_subjects_data_leaves_the_database_files(
+    tmp_path: Path, store: Store, clock: FakeClock
+) -> None:
+    """N9.erasure-own-topics for the desk: deleting rows is not enough, SQLite keeps
+    deleted cells in freed pages and old write-ahead log frames until overwritten."""
+    rec = Recorder()
+    customer(rec, subject_id="cust-forget-zq81")
+    store.apply(rec.take())
+
+    def holding() -> list[str]:
+        return sorted(
+            p.name for p in tmp_path.iterdir() if p.is_file() and b"forget-zq81" in p.read_bytes()
+        )
+
+    assert holding()  # the scan can fail: the subject is in the database now
+    clock.advance(timedelta(minutes=1))
+    store.apply([rec.add(TOPICS.state[0], keys.header("cust-forget-zq81"), None)])
+    assert not subject(store, "cust-forget-zq81").known
+    assert holding() == []
+    # Deleted cells are overwritten whatever SQLite's build default (some leave them).
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+
+
 def test_the_audit_chain_is_verified_as_it_is_read(store: Store) -> None:
     rec = Recorder()
     h = customer(rec)
