@@ -64,11 +64,11 @@ def scrub(engine: Engine) -> bool:
         cursor = raw.cursor()
         # Outside any transaction (the connection is in autocommit mode).
         cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        busy, _log, _done = cursor.fetchone()
+        row = cursor.fetchone()  # (busy, log frames, frames checkpointed)
         cursor.close()
     finally:
         raw.close()
-    return not busy
+    return row is not None and not row[0]
 
 
 def writing(conn: Connection) -> Connection:
