@@ -39,6 +39,7 @@ REQUIRED_ALERTS = {
     "LifecycleItemsParked",
     "LifecycleConsumerLagGrowing",
     "LifecycleWorkerDown",
+    "LifecycleNoWorkerRunning",
     "LifecycleAuditWriteFailing",
     "LifecycleProcessingWithoutConsent",
     "LifecycleReplayerUnreadable",
