@@ -321,6 +321,10 @@ def throughput(
           f"dead letters: {int(totals['lifecycle_dead_letters_total'])}; "
           f"state changelog records: {state_writes} "
           f"({state_writes / len(events):.1f} per event)")  # fmt: skip
+    kinds = changelog_kinds(first)
+    print("  per event by key kind (agents/store/keys.py): " + ", ".join(
+        f"{k} {v / len(events):.2f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])
+    ))  # fmt: skip
     if args.profile is not None:
         print(f"profile of worker 1 (py-spy, CPU samples; raw stacks in {args.profile}):")
         for name, share in profile_shares(args.profile):
@@ -373,6 +377,35 @@ def changelog_records(pipeline: Pipeline) -> int:
         )
     finally:
         consumer.close()
+
+
+def changelog_kinds(pipeline: Pipeline) -> dict[str, int]:
+    """State changelog records by key namespace (agents/store/keys.py), deletes apart."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    topic = f"{pipeline.prefix}-subjects-changelog"
+    consumer = Consumer(
+        {**pipeline.client_config, "group.id": "bench-kinds", "enable.partition.eof": True}
+    )
+    counts: dict[str, int] = {}
+    try:
+        starts = [TopicPartition(topic, p, 0) for p in range(pipeline.partitions)]
+        consumer.assign(starts)
+        left = set(range(pipeline.partitions))
+        while left:
+            msg = consumer.poll(5.0)
+            if msg is None:
+                break
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    left.discard(msg.partition())
+                continue
+            kind = (msg.key() or b"?")[:1].decode("latin-1")
+            kind += " (delete)" if msg.value() is None else ""
+            counts[kind] = counts.get(kind, 0) + 1
+    finally:
+        consumer.close()
+    return counts
 
 
 def load() -> str:
