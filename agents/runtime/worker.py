@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -11,7 +12,7 @@ from typing import Any
 
 import faust
 import mode.loop
-from faust.types import TP
+from confluent_kafka import Consumer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from agents import __version__
@@ -24,6 +25,7 @@ from agents.runtime.faust_app import StreamSafeTransport, make_app, raw_topic
 from agents.runtime.handler import Handler, RawMessage, to_ms
 from agents.runtime.known_topics import KnownTopics, cluster_topics
 from agents.runtime.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
+from agents.runtime.offsets import OffsetLookup
 from agents.runtime.scheduler import TimerCount, Waker, open_requests, outstanding_commands
 from agents.store.faust_store import FaustStateStore
 from schemas.base import RequestType
@@ -181,6 +183,17 @@ def build_pipeline(
         app.transport.on_sought = catch_up.sought
     # The timer waits for these to be decided again after an assignment (not ticks).
     replayed_topics = [*names.inputs, names.acks, names.erasure_replays]
+    offsets = OffsetLookup(
+        Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                **settings.security.confluent_config(),
+                # Never subscribed and never committing: the group is not joined.
+                "group.id": f"{settings.app_id}-offset-lookup",
+                "enable.auto.commit": False,
+            }
+        )
+    )
 
     @app.agent(source, concurrency=1)
     async def lifecycle(stream: Any) -> None:
@@ -205,21 +218,17 @@ def build_pipeline(
         if catch_up.recovering:
             return False
         if not catch_up.armed(partition):
-            tps = [TP(topic, partition) for topic in replayed_topics]
+            # Not through Faust's consumer: agents/runtime/offsets.py says why.
             try:
-                ends = await app.consumer.highwaters(*tps)
-                starts = await app.consumer.earliest_offsets(*tps)
+                ends, starts = await asyncio.to_thread(
+                    offsets.bounds, [(topic, partition) for topic in replayed_topics]
+                )
             except Exception as exc:  # the broker away: try again at the next tick
                 log.warning(
                     "partition %d: end offsets not read (%s)", partition, type(exc).__name__
                 )
                 return False
-            catch_up.arm(
-                partition,
-                {(tp.topic, tp.partition): o for tp, o in ends.items()},
-                {(tp.topic, tp.partition): o for tp, o in starts.items()},
-                time.monotonic(),
-            )
+            catch_up.arm(partition, ends, starts, time.monotonic())
         return catch_up.ready(partition, time.monotonic())
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
