@@ -15,7 +15,8 @@ migration sweep) leaves a partition alone until the worker has decided, on
 each of the partition's input topics (inputs, acknowledgements, erasure
 replays; not its own ticks), every record that was there when the partition
 was assigned: the end offsets read once the consumer has sought to its
-committed offsets (that is, after state recovery). A topic partition whose
+committed offsets (that is, after state recovery), read outside Faust's
+consumer (``agents.runtime.offsets``). A topic partition whose
 committed offset (or log start) is already at its end has nothing to replay.
 The wait is bounded by the backlog at assignment, not by traffic that keeps
 arriving, and by ``MAX_WAIT_S`` of processing time after the partition was
