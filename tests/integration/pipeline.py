@@ -326,25 +326,13 @@ class Pipeline:
         Read committed, as every reader of the audit topic does: its records are
         written in transactions, and an aborted one is not part of the trail.
         """
-        return self.read_topics([topic])[topic]
-
-    def read_topics(
-        self, topics: Iterable[str], *, committed: bool = True
-    ) -> dict[str, list[tuple[int, int, bytes | None, bytes]]]:
-        """Everything on ``topics`` now, undecoded, in partition and offset order.
-
-        Every partition holding records is assigned at once and read to the end
-        it had when the read began. ``committed=False`` also reads the records of
-        aborted transactions (what a scan of the bytes the broker keeps must see).
-        """
-        topics = list(topics)
-        out: dict[str, list[tuple[int, int, bytes | None, bytes]]] = {t: [] for t in topics}
+        out: list[tuple[int, int, bytes | None, bytes]] = []
         consumer = Consumer(
             {
                 **self.client_config,
                 "group.id": "reader",
                 "enable.auto.commit": False,
-                "isolation.level": "read_committed" if committed else "read_uncommitted",
+                "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 # The end of a partition shows in a fetch answered empty, held this long
                 # by the broker (default 500 ms): every read would wait for it.
@@ -352,39 +340,27 @@ class Pipeline:
             }
         )
         try:
-            ends: dict[tuple[str, int], int] = {}
-            starts: list[TopicPartition] = []
-            for topic in topics:
-                for partition in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                    low, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=10
-                    )
-                    if high > low:
-                        ends[(topic, partition)] = high
-                        starts.append(TopicPartition(topic, partition, low))
-            consumer.assign(starts)
-            while ends:
-                msg = consumer.poll(5.0)
-                if msg is None:
-                    raise TimeoutError(f"reading stalled before the end of {sorted(ends)}")
-                where = (msg.topic() or "", msg.partition() or 0)
-                error = msg.error()
-                if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                    ends.pop(where, None)
+            for partition in range(self.partitions):
+                tp = TopicPartition(topic, partition)
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                if high <= low:
                     continue
-                if error is not None or where not in ends:
-                    continue
-                # Transaction markers take offsets too: stop on reaching the end.
-                if msg.offset() >= ends[where]:
-                    del ends[where]
-                    continue
-                out[where[0]].append((where[1], msg.offset(), msg.key(), msg.value()))
-                if msg.offset() + 1 >= ends[where]:
-                    del ends[where]
+                consumer.assign([TopicPartition(topic, partition, low)])
+                while True:
+                    msg = consumer.poll(5.0)
+                    if msg is None:
+                        raise TimeoutError(f"{topic}[{partition}] stalled before {high}")
+                    error = msg.error()
+                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                        break
+                    if error is not None or msg.partition() != partition:
+                        continue
+                    # Transaction markers take offsets too: stop on reaching the end.
+                    if msg.offset() >= high:
+                        break
+                    out.append((partition, msg.offset(), msg.key(), msg.value()))
         finally:
             consumer.close()
-        for records in out.values():
-            records.sort(key=lambda r: (r[0], r[1]))
         return out
 
     def models(self, topic: str, kind: type[Any]) -> list[Any]:
