@@ -19,6 +19,10 @@ class DueTick(Frozen):
     subject_id: Identifier
     due_at: UtcDatetime
     sent_at: UtcDatetime
+    # Records the standing reconciliation found overdue (``system/record_id``):
+    # the decision restores their due-index entries if missing before it sweeps
+    # (agents.runtime.reconcile). Empty for the timer's own ticks.
+    records: list[ShortText] = Field(default_factory=list, max_length=100)
 
 
 class ErasureLedgerEntry(Frozen):

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # How often the worker commits the offsets of decided events (Faust's
     # broker_commit_interval): a crash replays at most about this much input.
     commit_interval_s: float = Field(default=2.8, gt=0, le=3600)
+    # The standing reconciliation (agents/runtime/reconcile.py): a record due more
+    # than this long ago with no DELETE and no reason on record is overdue (covers
+    # timer rounds, re-ticks and the catch-up after a hand-over), checked this often.
+    reconcile_bound_s: float = Field(default=90.0, gt=0, le=86_400)
+    reconcile_interval_s: float = Field(default=5.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # A transient failure (broker, leader, network, schema registry) is retried
     # up to this many times and this long, then the worker stops without

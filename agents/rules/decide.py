@@ -70,7 +70,10 @@ def _on_ack(ctx: Ctx, ack: CommandAck) -> None:
 
 @handles(DueTick)
 def _on_tick(ctx: Ctx, tick: DueTick) -> None:
-    """Nothing of its own: the sweep after every message fires what is due."""
+    """The sweep after every message fires what is due; a reconciliation tick
+    first restores the due entries of the overdue records it names."""
+    if tick.records:
+        retention.restore_due_index(ctx, tick.records)
 
 
 def _sweep(ctx: Ctx) -> None:

@@ -17,3 +17,5 @@ N13_DEADLINE = "N13.request-deadline"
 N14_NO_MARKETING = "N14.recordings-not-for-marketing"
 COMMAND_DELIVERY = "commands.delivery"
 DISPATCH = "dispatch"
+# The standing reconciliation (agents.runtime.reconcile): nothing kept past its time.
+RECONCILIATION = "reconciliation"

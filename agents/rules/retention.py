@@ -154,6 +154,28 @@ def keep_reason(ctx: Ctx, record: RecordState) -> str | None:
     return None
 
 
+def restore_due_index(ctx: Ctx, record_keys: list[str]) -> None:
+    """Put back the due-index entry of each named record that is due and has none.
+
+    The standing reconciliation (``agents.runtime.reconcile``) names records it
+    found overdue. A record whose index entry is there is simply fired by the
+    sweep that follows; one whose entry went missing would never be, so the
+    entry is restored first and the repair audited (``due-index-restored``).
+    """
+    restored: list[str] = []
+    for key in record_keys:
+        record = ctx.records.get(key)
+        due_ms = record_due(record)
+        if record is None or due_ms is None or due_ms > to_ms(ctx.now):
+            continue
+        entry = keys.due(ctx.subject_id, due_ms, keys.DUE_RECORD, key)
+        if ctx.layer.get(entry) is None:
+            ctx.layer.put(entry, b"")
+            restored.append(record.record_id)
+    if restored:
+        ctx.audit(ids.RECONCILIATION, "due-index-restored", record_ids=restored)
+
+
 def fire_due(ctx: Ctx, due: list[tuple[int, str]]) -> None:
     """Issue DELETE for the due records (from the due index) that are not held."""
     # Records are grouped by their due time too: a decision replayed later (a worker

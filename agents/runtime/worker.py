@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,8 +26,10 @@ from agents.runtime.handler import Handler, RawMessage, to_ms
 from agents.runtime.known_topics import KnownTopics, cluster_topics
 from agents.runtime.metrics import LifecycleMetrics, deadline_bucket, install_faust_sensors
 from agents.runtime.offsets import OffsetLookup
+from agents.runtime.reconcile import ReconcileMetrics, Reconciler
 from agents.runtime.scheduler import TimerCount, Waker, open_requests, outstanding_commands
 from agents.store.faust_store import FaustStateStore
+from agents.store.layer import Entries
 from schemas.base import RequestType
 from schemas.commands import Action
 from schemas.internal import DueTick
@@ -236,8 +238,10 @@ def build_pipeline(
         # After the consumer stopped, so no batch is still appending.
         await audit.close()
 
-    async def tick(subject_id: str, due_at: datetime, now: datetime) -> None:
-        event = DueTick(subject_id=subject_id, due_at=due_at, sent_at=now)
+    async def tick(
+        subject_id: str, due_at: datetime, now: datetime, records: Sequence[str] = ()
+    ) -> None:
+        event = DueTick(subject_id=subject_id, due_at=due_at, sent_at=now, records=list(records))
         await ticks.send(key=subject_id.encode(), value=codec.encode(event))
 
     @app.timer(interval=TICK_INTERVAL_S)  # type: ignore[untyped-decorator]
@@ -259,6 +263,21 @@ def build_pipeline(
                     await tick(subject_id, now, now)
         if sweep:
             last_sweep[0] = now_ms / 1000
+        reconcile_metrics.timer_round_done(time.time())
+
+    reconcile_metrics = ReconcileMetrics.create(registry)
+    reconcile_metrics.declare(r.id for r in policy.retention)
+    install_reconciliation(
+        app,
+        Reconciler(bound_ms=int(settings.reconcile_bound_s * 1000)),
+        reconcile_metrics,
+        interval_s=settings.reconcile_interval_s,
+        store=store,
+        clock=clock,
+        gate=timers_may_run,
+        recovering=lambda: catch_up.recovering,
+        tick=tick,
+    )
 
     @app.timer(interval=policy.own_topics.segment_for.as_timedelta().total_seconds())  # type: ignore[untyped-decorator]
     async def forget_deleted_state() -> None:
@@ -289,6 +308,40 @@ def build_pipeline(
         metrics.set_consumer_lag_from_monitor(monitor)
 
     return Pipeline(app=app, handler=handler, store=store, metrics=metrics, registry=registry)
+
+
+def install_reconciliation(
+    app: faust.App,
+    reconciler: Reconciler,
+    metrics: ReconcileMetrics,
+    *,
+    interval_s: float,
+    store: FaustStateStore,
+    clock: Clock,
+    gate: Callable[[int], Awaitable[bool]],
+    recovering: Callable[[], bool],
+    tick: Callable[..., Awaitable[None]],
+) -> None:
+    """The standing reconciliation as a timer of its own, so that it goes on
+    measuring whatever happens to the due-subject timer (agents.runtime.reconcile)."""
+
+    @app.timer(interval=interval_s)  # type: ignore[untyped-decorator]
+    async def reconcile() -> None:
+        if recovering():
+            return  # the store is being restored: figures would be partial
+        now = clock.now()
+        now_ms = to_ms(now)
+        partitions = store.active_partitions()
+        may_tick = {p for p in partitions if await gate(p)}
+        entries: dict[int, Entries] = {p: store.entries(p) for p in partitions}
+        found = reconciler.round(entries, now_ms, may_tick)
+        metrics.publish(found, now_ms)
+        for subject_id, record_keys in found.to_tick.items():
+            log.warning(
+                "reconciliation: %d overdue record(s) of a subject ticked again", len(record_keys)
+            )
+            await tick(subject_id, now, now, records=record_keys)
+            metrics.reticked.inc()
 
 
 def _where(event: Any) -> tuple[str, int, int]:

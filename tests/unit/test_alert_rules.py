@@ -14,6 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from agents.runtime.metrics import LifecycleMetrics
+from agents.runtime.reconcile import ReconcileMetrics
 from agents.runtime.replayer_metrics import ReplayerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +44,8 @@ REQUIRED_ALERTS = {
     "LifecycleAuditWriteFailing",
     "LifecycleProcessingWithoutConsent",
     "LifecycleReplayerUnreadable",
+    "LifecycleRecordsOverdue",
+    "LifecycleTimerStalled",
 }
 
 # PromQL words that are not metric names.
@@ -66,6 +69,7 @@ def exported_names() -> set[str]:
     registry = CollectorRegistry()
     LifecycleMetrics.create(registry, version="t", policy_version="t")
     ReplayerMetrics.create(registry)
+    ReconcileMetrics.create(registry)
     names: set[str] = set()
     for family in registry.collect():
         if family.type == "counter":
