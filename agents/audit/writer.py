@@ -29,6 +29,19 @@ Why transactions, and one ``transactional.id`` per partition
   transactional and change the whole worker; only the audit chain needs a
   single writer per partition.
 
+- **Outputs fenced too.** A decision's commands, responses and erasure-ledger
+  entries go out in the same transaction as its audit events
+  (``append(..., outputs=...)``), so a worker that lost the partition can no
+  longer send for it either: a DELETE from stale state (past a hold the new
+  owner has just placed) is refused with the audit. Downstream consumers read
+  ``read_committed``. The new owner fences every partition it is assigned at
+  once (``claim``), not at its first append, so the window in which a zombie's
+  transaction can still commit ends with the assignment. An output the broker
+  refuses for good inside the transaction (too large for its topic, not
+  authorised) is taken out and the rest committed again with the same audit
+  events; the refused ones are returned to the caller, which parks their items
+  (``OutputsRefused``), so one bad output never stops the partition.
+
 The cost: one librdkafka producer per owned partition, one transaction commit
 per partition per batch (the batch waits for it, as it waited for the broker's
 acknowledgement before), and ``init_transactions`` plus a tail read when a
@@ -71,10 +84,12 @@ from agents.audit.chain import ChainHead, link
 from agents.audit.heads import read_chain_head
 from agents.clock import Clock
 from agents.rules.context import AuditEntry
-from agents.runtime.kafka_errors import is_fenced, is_transient
+from agents.runtime.kafka_errors import FENCED_CODES as FENCED
+from agents.runtime.kafka_errors import is_fenced, is_transient, is_transient_error
 from agents.runtime.metrics import LifecycleMetrics
 from schemas.audit import AuditEvent, AuditSource
 from streams.codec import Codec, RegistryUnavailable
+from streams.topics import MURMUR2_PARTITIONER
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +128,11 @@ class PartitionLog(Protocol):
     def read_head(self) -> ChainHead:
         """The chain's head as committed on the topic."""
 
-    def commit(self, events: Sequence[AuditEvent]) -> None:
-        """Append ``events`` atomically; may be called again with the same events after
-        a transient error, and then completes or redoes the same transaction."""
+    def commit(self, events: Sequence[AuditEvent], outputs: Sequence[FencedOutput] = ()) -> None:
+        """Append ``events`` and send ``outputs`` atomically; may be called again with the
+        same arguments after a transient error, and then completes or redoes the same
+        transaction. Raises ``OutputsRefused`` (the transaction aborted) when some
+        outputs were refused for good."""
 
     def close(self) -> None: ...
 
@@ -132,12 +149,37 @@ def _transient(exc: BaseException) -> bool:
     return is_transient(exc) or isinstance(exc, RegistryUnavailable)
 
 
+@dataclass(frozen=True, eq=False)
+class FencedOutput:
+    """A record sent in its input partition's audit transaction (commands,
+    responses, ledger entries). ``tag`` is the caller's, handed back if refused."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    tag: Any = None
+
+
+# An output the broker refused for good inside a transaction, and why.
+Refused = tuple[FencedOutput, Exception]
+
+
+class OutputsRefused(Exception):
+    """Some outputs of a transaction were refused for good (by position)."""
+
+    def __init__(self, failed: dict[int, Exception]) -> None:
+        super().__init__(f"{len(failed)} output(s) refused")
+        self.failed = failed
+
+
 @dataclass(eq=False)
 class _Batch:
-    """Events linked onto a partition's chain and not yet committed."""
+    """Events linked onto a partition's chain, and outputs, not yet committed."""
 
     events: list[AuditEvent] = field(default_factory=list)
-    task: asyncio.Future[None] | None = None
+    outputs: list[FencedOutput] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    task: asyncio.Future[list[Refused]] | None = None
 
 
 @dataclass(eq=False)
@@ -156,7 +198,7 @@ class _Commit:
     def __init__(self, writer: AuditWriter, part: _Partition, batch: _Batch) -> None:
         self.writer, self.part, self.batch = writer, part, batch
 
-    def __await__(self) -> Generator[Any, None, None]:
+    def __await__(self) -> Generator[Any, None, list[Refused]]:
         return self.writer._commit(self.part, self.batch).__await__()
 
 
@@ -186,8 +228,11 @@ class AuditWriter:
         *,
         source: AuditSource,
         decided_at: datetime,
-    ) -> Awaitable[None]:
-        """Link ``entries`` onto ``partition``'s chain; await the result to commit them.
+        outputs: Sequence[FencedOutput] = (),
+    ) -> Awaitable[list[Refused]]:
+        """Link ``entries`` onto ``partition``'s chain, with ``outputs`` to send in the
+        same transaction; await the result to commit them. It returns the outputs the
+        broker refused for good (the rest, and every entry, are committed).
 
         Appends to one partition before the first await form one transaction,
         so a batch of decisions costs one commit per partition.
@@ -208,7 +253,17 @@ class AuditWriter:
             )
             part.head = ChainHead.of(event)
             batch.events.append(event)
+        batch.outputs.extend(outputs)
         return _Commit(self, part, batch)
+
+    async def claim(self, partitions: Iterable[int]) -> None:
+        """Fence ``partitions`` now (just assigned), not at their first append: from
+        here on a zombie owner's transaction for them is refused."""
+        for number in sorted(partitions):
+            try:
+                await self._owned(number)
+            except AuditWriteError as exc:  # the first append tries again
+                log.warning("audit partition %d: not claimed at assignment (%s)", number, exc)
 
     async def release(self, partitions: Iterable[int] | None = None) -> None:
         """Forget ``partitions`` (default: all) after a rebalance took them away.
@@ -266,15 +321,15 @@ class AuditWriter:
 
     # -- committing --------------------------------------------------------
 
-    async def _commit(self, part: _Partition, batch: _Batch) -> None:
+    async def _commit(self, part: _Partition, batch: _Batch) -> list[Refused]:
         if batch.task is None:
             if part.batch is batch:
                 part.batch = None  # later appends start the next transaction
             batch.task = asyncio.ensure_future(self._write(part, batch))
         # A cancelled caller must not cut a commit short in its thread.
-        await asyncio.shield(batch.task)
+        return await asyncio.shield(batch.task)
 
-    async def _write(self, part: _Partition, batch: _Batch) -> None:
+    async def _write(self, part: _Partition, batch: _Batch) -> list[Refused]:
         async with part.lock:
             if part.failed is not None:
                 # Linked onto events that never made it: the chain must be re-read.
@@ -282,13 +337,37 @@ class AuditWriter:
                     f"audit partition {part.number}: an earlier write failed ({part.failed})"
                 )
             try:
-                await self._call("commit", part.number, lambda: part.log.commit(batch.events))
+                while True:
+                    try:
+                        await self._call("commit", part.number, _committer(part.log, batch))
+                        return batch.refused
+                    except OutputsRefused as refused:
+                        # Aborted: the same events go again without the refused outputs.
+                        self._drop_refused(part.number, batch, refused)
             except AuditWriteError as exc:
                 part.failed = exc
                 if self._parts.get(part.number) is part:
                     del self._parts[part.number]
                 await self._close_log(part.log)
                 raise
+
+    def _drop_refused(self, number: int, batch: _Batch, refused: OutputsRefused) -> None:
+        kept: list[FencedOutput] = []
+        for index, output in enumerate(batch.outputs):
+            error = refused.failed.get(index)
+            if error is None:
+                kept.append(output)
+            else:
+                batch.refused.append((output, error))
+                log.error(
+                    "audit partition %d: an output to %s refused (%s); sending the rest",
+                    number,
+                    output.topic,
+                    _describe(error),
+                )
+        if len(kept) == len(batch.outputs):  # nothing identified: do not loop
+            raise AuditRefused(f"audit partition {number}: outputs refused, none identified")
+        batch.outputs = kept
 
     # -- retries -----------------------------------------------------------
 
@@ -304,6 +383,8 @@ class AuditWriter:
             ):
                 with attempt:
                     return await loop.run_in_executor(None, call)
+        except OutputsRefused:
+            raise
         except Exception as exc:
             raise self._failure(operation, partition, exc) from exc
         raise AssertionError("unreachable: AsyncRetrying returns or raises")
@@ -347,6 +428,11 @@ class AuditWriter:
             await asyncio.get_running_loop().run_in_executor(None, partition_log.close)
         except Exception as exc:  # closing is best effort; the broker times the rest out
             log.warning("closing an audit producer failed (%s)", _describe(exc))
+
+
+def _committer(partition_log: PartitionLog, batch: _Batch) -> Callable[[], None]:
+    events, outputs = batch.events, list(batch.outputs)
+    return lambda: partition_log.commit(events, outputs)
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -394,6 +480,8 @@ class KafkaAuditTopic:
             "acks": "all",
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "linger.ms": 5,
+            # Keyed outputs land where the rest of the pipeline puts that key.
+            "partitioner": MURMUR2_PARTITIONER,
         }
 
     def open(self, partition: int) -> KafkaPartitionLog:
@@ -408,6 +496,8 @@ class KafkaPartitionLog:
         self.partition = partition
         self.producer = Producer(topic.producer_config(partition))
         self.state = _Txn.IDLE
+        # Outputs of the open transaction refused for good, by position.
+        self._refused: dict[int, Exception] = {}
 
     def fence(self) -> None:
         self.producer.init_transactions(CALL_TIMEOUT_S)
@@ -423,15 +513,18 @@ class KafkaPartitionLog:
             on_unreadable=lambda offset: t.on_unreadable(self.partition, offset),
         )
 
-    def commit(self, events: Sequence[AuditEvent]) -> None:
+    def commit(self, events: Sequence[AuditEvent], outputs: Sequence[FencedOutput] = ()) -> None:
         if self.state is _Txn.ABORTING:
             self.producer.abort_transaction(CALL_TIMEOUT_S)
             self.state = _Txn.IDLE
         if self.state is _Txn.IDLE:
+            self._refused = {}
             self.producer.begin_transaction()
             try:
                 for event in events:
-                    self._produce(self.topic.codec.encode(event))
+                    self._produce(self.topic.topic, None, self.topic.codec.encode(event))
+                for index, output in enumerate(outputs):
+                    self._produce(output.topic, output.key, output.value, index)
             except BaseException:
                 self.state = _Txn.ABORTING
                 raise
@@ -441,16 +534,34 @@ class KafkaPartitionLog:
         except KafkaException as exc:
             if exc.args[0].txn_requires_abort():
                 self.state = _Txn.ABORTING
+            if self._refused:
+                raise OutputsRefused(dict(self._refused)) from exc
             raise
         self.state = _Txn.IDLE
 
-    def _produce(self, value: bytes) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes, output: int = -1) -> None:
         while True:
             try:
-                self.producer.produce(self.topic.topic, value=value, partition=self.partition)
+                if output < 0:  # the audit goes to the chain's own partition
+                    self.producer.produce(topic, value=value, partition=self.partition)
+                else:  # outputs by key, reporting their own delivery
+                    on_delivery = self._on_output_delivery(output)
+                    self.producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
                 return
             except BufferError:  # local queue full: let deliveries drain
                 self.producer.poll(0.1)
+            except KafkaException as exc:  # refused locally (too large, unknown topic)
+                if output < 0 or is_transient(exc):
+                    raise
+                self._refused[output] = exc
+                return
+
+    def _on_output_delivery(self, output: int) -> Callable[[Any, Any], None]:
+        def delivered(error: Any, _message: Any) -> None:
+            if error is not None and not is_transient_error(error) and error.code() not in FENCED:
+                self._refused[output] = KafkaException(error)
+
+        return delivered
 
     def close(self) -> None:
         # Aborts a transaction still open (one that failed), then shuts down.

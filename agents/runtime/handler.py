@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
-from agents.audit.writer import AuditWriteError
+from agents.audit.writer import AuditWriteError, FencedOutput, Refused
 from agents.clock import Clock
 from agents.rules import cutoff
 from agents.rules.context import AuditEntry, Decision
@@ -170,8 +170,10 @@ class AuditLog(Protocol):
         *,
         source: AuditSource,
         decided_at: datetime,
-    ) -> Awaitable[Any]:
-        """Chain ``entries``; the returned awaitable completes when they are committed."""
+        outputs: Sequence[FencedOutput] = (),
+    ) -> Awaitable[list[Refused]]:
+        """Chain ``entries`` and stage ``outputs`` in the same transaction; the returned
+        awaitable completes when they are committed, with the outputs refused for good."""
 
 
 EXIT_DELIVERY_FAILED = 75  # EX_TEMPFAIL: a supervisor should restart the worker
@@ -181,6 +183,10 @@ def exit_for_replay(exc: Exception) -> NoReturn:
     """Leave without running shutdown hooks, so no offset is committed."""
     logging.shutdown()
     os._exit(EXIT_DELIVERY_FAILED)
+
+
+async def _any_topic(_topic: str) -> None:
+    """Where no topic check is wired (tests): every topic exists."""
 
 
 def to_ms(value: datetime) -> int:
@@ -204,6 +210,7 @@ class Handler:
         state_topic: str = "subjects-changelog",
         retry: RetryPolicy | None = None,
         on_delivery_failure: Callable[[Exception], NoReturn] = exit_for_replay,
+        check_topic: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.codec = codec
         self.policy = policy
@@ -217,6 +224,8 @@ class Handler:
         self.state_topic = state_topic
         self.retry = retry or RetryPolicy()
         self.on_delivery_failure = on_delivery_failure
+        # Raises for a topic that does not exist (before an output is staged).
+        self.check_topic = check_topic or _any_topic
         self._acks_topic = names.acks
         self._ticks_topic = names.ticks
         self._replays_topic = names.erasure_replays
@@ -568,16 +577,8 @@ class Handler:
         batch: _Batch,
     ) -> bool:
         """Hand one output of ``raw``'s decision to the producer; False if it was parked."""
-        try:
-            value = self.codec.encode(model)
-        except Exception as exc:
-            await self._park_output(raw, topic, classify(exc, Step.SEND), batch)
-            return False
-        if len(value) > MAX_MESSAGE_BYTES:
-            # Outputs are bounded by construction (docs/state.md); one that is not is
-            # a bug, parked rather than sent to fail at the broker.
-            failure = Failure(False, FailureClass.RECORD_TOO_LARGE, "OutputOverBound")
-            await self._park_output(raw, topic, failure, batch)
+        value = await self._checked(raw, topic, model, batch)
+        if value is None:
             return False
 
         async def send() -> Awaitable[Any]:
@@ -592,6 +593,15 @@ class Handler:
             return False
         batch.pending.append(_Output(raw, topic, delivery))
         return True
+
+    async def _park_refused(self, refused: list[Refused] | None, batch: _Batch) -> None:
+        """Park the items whose outputs the broker refused inside their partition's
+        transaction (the rest of it was committed); their decisions stand, so an
+        unsent command stays outstanding, is resent and, failing that, escalated."""
+        for output, error in refused or ():
+            item = output.tag
+            assert isinstance(item, RawMessage)
+            await self._park_output(item, output.topic, classify(error, Step.SEND), batch)
 
     @never_raises
     def _observe(self, decision: Decision) -> None:
@@ -610,24 +620,13 @@ class Handler:
     async def _enqueue(
         self, decision: Decision, raw: RawMessage, now: datetime, batch: _Batch
     ) -> None:
-        """Hand every output to the producer, in order; their deliveries go to ``batch``."""
-        if decision.audit:
-            # Linked before anything else is sent. The audit chain is per
-            # partition: audit events go to the same partition number as the
-            # input they record, which they name. The batch's events of one
-            # partition are committed in one transaction (agents/audit/writer.py).
-            try:
-                commit = await self.audit.append(
-                    raw.partition, decision.audit, source=raw.source, decided_at=now
-                )
-            except AuditWriteError as exc:
-                # Fenced (another worker owns the partition), unavailable after
-                # retries, or refused: no event of this batch may be acked.
-                raise MustStop(exc) from exc
-            batch.pending.append(_Output(raw, self.names.audit, commit))
+        """Stage the decision's outputs in its partition's audit transaction; the
+        commit's delivery goes to ``batch``. Ticks are sent on their own."""
+        staged: list[FencedOutput] = []
         for command in decision.commands:
             topic = self.names.command(command.target_system)
-            if not await self._emit(raw, topic, command.subject_id.encode(), command, None, batch):
+            key = command.subject_id.encode()
+            if not await self._stage(raw, topic, key, command, staged, batch):
                 continue
             if command.attempt > 1:
                 self.metrics.observe_resend(command.target_system, command.action.value)
@@ -636,12 +635,30 @@ class Handler:
                     command.target_system, command.action.value, command.rule_id
                 )
         for response in decision.responses:
-            await self._emit(
-                raw, self.names.responses, response.subject_id.encode(), response, None, batch
-            )
+            key = response.subject_id.encode()
+            await self._stage(raw, self.names.responses, key, response, staged, batch)
         for erased in decision.ledger:
             key = ledger_key(erased.system, erased.command_id)
-            await self._emit(raw, self.names.erasure_ledger, key, erased, None, batch)
+            await self._stage(raw, self.names.erasure_ledger, key, erased, staged, batch)
+        if decision.audit or staged:
+            # The audit chain is per partition: audit events go to the same
+            # partition number as the input they record, which they name, and the
+            # decision's outputs go in the same transaction, fenced with it: a
+            # worker that lost the partition can send neither. The batch's
+            # decisions of one partition share one transaction (agents/audit/writer.py).
+            try:
+                commit = await self.audit.append(
+                    raw.partition,
+                    decision.audit,
+                    source=raw.source,
+                    decided_at=now,
+                    outputs=staged,
+                )
+            except AuditWriteError as exc:
+                # Fenced (another worker owns the partition), unavailable after
+                # retries, or refused: no event of this batch may be acked.
+                raise MustStop(exc) from exc
+            batch.pending.append(_Output(raw, self.names.audit, commit))
         for entry in decision.audit:
             self.metrics.observe_decision(entry.rule_id, entry.decision)
             if entry.decision == ESCALATED:
@@ -654,6 +671,53 @@ class Handler:
             # Work is left (a page of a long job): the subject is ticked again at once.
             tick = DueTick(subject_id=decision.subject_id, due_at=now, sent_at=now)
             await self._emit(raw, self._ticks_topic, tick.subject_id.encode(), tick, None, batch)
+
+    async def _stage(
+        self,
+        raw: RawMessage,
+        topic: str,
+        key: bytes,
+        model: Frozen,
+        staged: list[FencedOutput],
+        batch: _Batch,
+    ) -> bool:
+        """Add one output to ``staged`` (False, and ``raw`` parked, if it cannot go):
+        what would fail for good at the broker is found here, one item at a time,
+        not by aborting the partition's whole transaction."""
+        value = await self._checked(raw, topic, model, batch)
+        if value is None:
+            return False
+
+        async def check() -> None:
+            await self.check_topic(topic)
+
+        try:
+            await self._retrying(Step.SEND, check)
+        except StepFailed as failed:
+            if failed.failure.transient:
+                raise MustStop(failed.cause) from failed
+            await self._park_output(raw, topic, failed.failure, batch)
+            return False
+        staged.append(FencedOutput(topic, key, value, tag=raw))
+        return True
+
+    async def _checked(
+        self, raw: RawMessage, topic: str, model: Frozen, batch: _Batch
+    ) -> bytes | None:
+        """``model`` encoded, or None (and ``raw`` parked) if it cannot be, or is over
+        the bound every output keeps."""
+        try:
+            value = self.codec.encode(model)
+        except Exception as exc:
+            await self._park_output(raw, topic, classify(exc, Step.SEND), batch)
+            return None
+        if len(value) > MAX_MESSAGE_BYTES:
+            # Outputs are bounded by construction (docs/state.md); one that is not is
+            # a bug, parked rather than sent to fail at the broker.
+            failure = Failure(False, FailureClass.RECORD_TOO_LARGE, "OutputOverBound")
+            await self._park_output(raw, topic, failure, batch)
+            return None
+        return value
 
     async def _confirm(self, batch: _Batch) -> None:
         """Wait until the broker has every output handed to the producer so far.
@@ -669,6 +733,8 @@ class Handler:
             results = await asyncio.gather(*(o.delivery for o in outputs), return_exceptions=True)
             for output, result in zip(outputs, results, strict=True):
                 if not isinstance(result, BaseException):
+                    if output.topic == self.names.audit:
+                        await self._park_refused(result, batch)
                     continue
                 if not isinstance(result, Exception):
                     raise result  # cancelled: the worker is stopping

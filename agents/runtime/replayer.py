@@ -102,6 +102,8 @@ class ErasureReplayer:
                 "group.id": f"{self.settings.topic_prefix}.ledger-read.{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
+                # Ledger entries are written in the worker's transactions.
+                "isolation.level": "read_committed",
                 **self.settings.security.confluent_config(),
             }
         )

@@ -176,6 +176,7 @@ def build_pipeline(
         send=send,
         state_topic=f"{settings.app_id}-subjects-changelog",
         retry=RetryPolicy(attempts=settings.retry_attempts, max_seconds=settings.retry_max_seconds),
+        check_topic=known_topics.check,
     )
     waker = Waker()
     counter = TimerCount()
@@ -213,6 +214,18 @@ def build_pipeline(
         waker.clear()
         catch_up.reset()
         await audit.release()
+
+    claims: set[asyncio.Task[None]] = set()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(_app: Any, assigned: Any, **_: Any) -> None:
+        # Fence the audit (and with it the outputs) of every partition this worker
+        # now owns at once, so a paused former owner can no longer send for them;
+        # in the background: the rebalance does not wait for the broker round trips.
+        owned = {tp.partition for tp in assigned if tp.topic == names.acks}
+        task = asyncio.ensure_future(audit.claim(owned))
+        claims.add(task)
+        task.add_done_callback(claims.discard)
 
     async def timers_may_run(partition: int) -> bool:
         """After an assignment, the timer waits until the partition's inputs are

@@ -345,6 +345,9 @@ def consumer_config(
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "session.timeout.ms": SESSION_TIMEOUT_MS,
+        # Commands go out in the worker's per-partition transactions: a command of
+        # an aborted (fenced) transaction must never be carried out.
+        "isolation.level": "read_committed",
         **settings.security.confluent_config(),
     }
 

@@ -54,6 +54,9 @@ class Projector:
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
+                # Audit, commands and responses are written in transactions: what a
+                # fenced worker sent and the broker aborted is never shown.
+                "isolation.level": "read_committed",
             }
         )
         self.assigned: list[TopicPartition] = []

@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from agents.audit.verify import VerifyResult, verify_partition
-from agents.audit.writer import AuditFenced, AuditWriter, KafkaAuditTopic
+from agents.audit.writer import AuditFenced, AuditWriter, FencedOutput, KafkaAuditTopic
 from agents.clock import FakeClock, SystemClock
 from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
@@ -176,6 +176,108 @@ def test_a_transaction_open_when_its_writer_is_fenced_never_reaches_the_chain(
     result = verify(kafka_bootstrap, topic)
     assert result.broken is None
     assert result.checked == 2
+
+
+def committed_values(bootstrap: str, topic: str) -> list[bytes]:
+    """Every committed record of ``topic`` (all partitions), as a downstream reads it."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    values: list[bytes] = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+        ended: set[int] = set()
+        while len(ended) < len(metadata.partitions):
+            msg = consumer.poll(10)
+            assert msg is not None, "the topic did not answer"
+            error = msg.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                ended.add(msg.partition())
+                continue
+            assert error is None, error
+            values.append(msg.value())
+    finally:
+        consumer.close()
+    return sorted(values)
+
+
+def test_a_fenced_writer_sends_no_output_for_the_partition(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    topic = new_topic("audit", partitions=1)
+    commands = new_topic("commands", partitions=3)
+    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    old, _ = writer(kafka_topic(kafka_bootstrap, topic, app_id))
+    new, _ = writer(kafka_topic(kafka_bootstrap, topic, app_id))
+
+    def command(n: int) -> FencedOutput:
+        return FencedOutput(commands, f"cust-{n}".encode(), f"DELETE {n}".encode())
+
+    async def scenario() -> None:
+        first = await old.append(
+            0, [entry(0)], source=AuditSource("in", 0, 0), decided_at=T0, outputs=[command(0)]
+        )
+        assert await first == []
+        # `old` decided from stale state while paused; `new` was assigned the partition.
+        stale = await old.append(
+            0, [entry(1)], source=AuditSource("in", 0, 1), decided_at=T0, outputs=[command(1)]
+        )
+        await new.claim([0])
+        with pytest.raises(AuditFenced):
+            await stale
+        fresh = await new.append(
+            0, [entry(1)], source=AuditSource("in", 0, 1), decided_at=T0, outputs=[command(2)]
+        )
+        assert await fresh == []
+        await old.close()
+        await new.close()
+
+    asyncio.run(scenario())
+    assert committed_values(kafka_bootstrap, commands) == [b"DELETE 0", b"DELETE 2"]
+    assert [e.source_offset for e in committed_events(kafka_bootstrap, topic)] == [0, 1]
+    assert verify(kafka_bootstrap, topic).broken is None
+
+
+def test_an_output_the_broker_refuses_is_returned_and_the_rest_committed(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    topic = new_topic("audit", partitions=1)
+    small = new_topic("small", partitions=1, config={"max.message.bytes": "2048"})
+    commands = new_topic("commands", partitions=1)
+    audit, _ = writer(kafka_topic(kafka_bootstrap, topic, f"app-{uuid.uuid4().hex[:8]}"))
+    too_large = FencedOutput(small, b"cust-1", b"x" * 8192, tag="too-large")
+    fine = FencedOutput(commands, b"cust-1", b"DELETE 1", tag="fine")
+
+    async def scenario() -> list[tuple[object, str]]:
+        commit = await audit.append(
+            0,
+            [entry(0)],
+            source=AuditSource("in", 0, 0),
+            decided_at=T0,
+            outputs=[too_large, fine],
+        )
+        refused = await commit
+        await audit.close()
+        return [(output.tag, failure_name(error)) for output, error in refused]
+
+    assert asyncio.run(scenario()) == [("too-large", "MSG_SIZE_TOO_LARGE")]
+    assert committed_values(kafka_bootstrap, commands) == [b"DELETE 1"]
+    assert committed_values(kafka_bootstrap, small) == []
+    assert [e.source_offset for e in committed_events(kafka_bootstrap, topic)] == [0]
+
+
+def failure_name(error: Exception) -> str:
+    assert isinstance(error, KafkaException)
+    name: str = error.args[0].name()
+    return name
 
 
 class Outputs:

@@ -23,7 +23,9 @@ from agents.audit.writer import (
     AuditRefused,
     AuditUnavailable,
     AuditWriter,
+    FencedOutput,
     KafkaAuditTopic,
+    OutputsRefused,
     RetryPolicy,
 )
 from agents.clock import FakeClock
@@ -54,6 +56,8 @@ class FakeTopic:
         self.partitions: dict[int, list[AuditEvent]] = {}
         self.epochs: dict[int, int] = {}
         self.opened: list[FakeLog] = []
+        self.outputs: dict[str, list[bytes]] = {}  # committed outputs by topic
+        self.refusing: set[str] = set()  # topics whose outputs are refused for good
 
     def open(self, partition: int) -> FakeLog:
         log = FakeLog(self, partition)
@@ -92,13 +96,23 @@ class FakeLog:
         events = self.topic.partitions.get(self.partition)
         return ChainHead.of(events[-1]) if events else ChainHead.genesis()
 
-    def commit(self, events: Sequence[AuditEvent]) -> None:
+    def commit(self, events: Sequence[AuditEvent], outputs: Sequence[FencedOutput] = ()) -> None:
         if self.gate is not None:
             self.gate.wait(10)
         self._maybe_fail("commit")
         if self.epoch != self.topic.epochs.get(self.partition):
             raise fenced()
+        # Outputs to a refusing topic abort the whole transaction, naming them.
+        refused = {
+            i: kafka_error(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+            for i, output in enumerate(outputs)
+            if output.topic in self.topic.refusing
+        }
+        if refused:
+            raise OutputsRefused(refused)
         self.topic.partitions.setdefault(self.partition, []).extend(events)
+        for output in outputs:
+            self.topic.outputs.setdefault(output.topic, []).append(output.value)
 
     def close(self) -> None:
         self.closed = True
@@ -308,6 +322,79 @@ def test_a_batch_linked_onto_a_failed_one_fails_too() -> None:
 
     asyncio.run(scenario())
     assert [e.sequence for _, e in world.topic.events(0)] == [0]
+
+
+def _out(topic: str, n: int) -> FencedOutput:
+    return FencedOutput(topic, f"cust-{n}".encode(), f"{topic}-{n}".encode(), tag=n)
+
+
+def test_outputs_are_committed_with_the_audit_in_one_transaction() -> None:
+    world = World()
+
+    async def scenario() -> None:
+        commits = [
+            await world.writer.append(
+                0, [entry(o)], source=source(o), decided_at=T0, outputs=[_out("cmd", o)]
+            )
+            for o in (0, 1)
+        ]
+        assert await asyncio.gather(*commits) == [[], []]
+
+    asyncio.run(scenario())
+    assert world.topic.outputs == {"cmd": [b"cmd-0", b"cmd-1"]}
+    assert [log.calls for log in world.topic.opened] == [["fence", "read_head", "commit"]]
+
+
+def test_a_fenced_writer_sends_no_output_either() -> None:
+    topic = FakeTopic()
+    old, new = World(topic), World(topic)
+
+    async def scenario() -> None:
+        await old.write(0, 0)
+        # The new owner claims the partition at assignment, before it writes anything.
+        await new.writer.claim([0])
+        pending = await old.writer.append(
+            0, [entry(1)], source=source(1), decided_at=T0, outputs=[_out("cmd", 1)]
+        )
+        with pytest.raises(AuditFenced):
+            await pending
+
+    asyncio.run(scenario())
+    assert topic.outputs == {}
+    assert [e.source for _, e in topic.events(0)] == [source(0)]
+
+
+def test_outputs_refused_for_good_are_returned_and_the_rest_committed() -> None:
+    world = World()
+    world.topic.refusing = {"forbidden"}
+
+    async def scenario() -> list[object]:
+        commit = await world.writer.append(
+            0,
+            [entry(0)],
+            source=source(0),
+            decided_at=T0,
+            outputs=[_out("cmd", 0), _out("forbidden", 0), _out("responses", 0)],
+        )
+        refused = await commit
+        return [(output.topic, output.tag, type(error).__name__) for output, error in refused]
+
+    assert asyncio.run(scenario()) == [("forbidden", 0, "KafkaException")]
+    assert world.topic.outputs == {"cmd": [b"cmd-0"], "responses": [b"responses-0"]}
+    assert [e.source for _, e in world.topic.events(0)] == [source(0)]
+    assert intact(world.topic, 0)
+
+
+def test_a_refusal_that_names_no_output_fails_the_commit() -> None:
+    world = World()
+
+    async def scenario() -> None:
+        await world.write(0, 0)
+        world.topic.opened[0].fail("commit", OutputsRefused({}))
+        with pytest.raises(AuditRefused):
+            await world.write(0, 1)
+
+    asyncio.run(scenario())
 
 
 def test_the_kafka_producer_is_transactional_per_partition() -> None:

@@ -13,6 +13,7 @@ from tenacity import wait_none
 
 import agents.runtime.handler as handler_module
 from agents.audit.chain import ChainHead, link, verify_chain
+from agents.audit.writer import FencedOutput, Refused
 from agents.clock import FakeClock
 from agents.rules.context import AuditEntry
 from agents.rules.decide import next_due
@@ -75,7 +76,8 @@ class FakeAudit:
         *,
         source: AuditSource,
         decided_at: datetime,
-    ) -> Awaitable[None]:
+        outputs: Sequence[FencedOutput] = (),
+    ) -> Awaitable[list[Refused]]:
         head = self.heads.get(partition, ChainHead.genesis())
         pending = []
         for index, entry in enumerate(entries):
@@ -90,11 +92,15 @@ class FakeAudit:
             )
             head = ChainHead.of(event)
             pending.append(await self.send(NAMES.audit, None, CODEC.encode(event), partition))
+        # The decision's outputs go in the same transaction, after its audit.
+        for output in outputs:
+            pending.append(await self.send(output.topic, output.key, output.value, None))
         self.heads[partition] = head
 
-        async def committed() -> None:
+        async def committed() -> list[Refused]:
             for delivery in pending:
                 await delivery
+            return []
 
         return committed()
 

@@ -10,7 +10,7 @@ not heal the worker stops before anything is committed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -22,12 +22,18 @@ from prometheus_client import CollectorRegistry, Counter
 from tenacity import wait_none
 
 from agents.audit.chain import ChainHead, link
-from agents.audit.writer import AuditFenced, AuditRefused, AuditUnavailable
+from agents.audit.writer import (
+    AuditFenced,
+    AuditRefused,
+    AuditUnavailable,
+    FencedOutput,
+    Refused,
+)
 from agents.clock import FakeClock
 from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
 from agents.rules.snapshot import SubjectSnapshot
-from agents.runtime.failures import RetryPolicy
+from agents.runtime.failures import RetryPolicy, Step, classify
 from agents.runtime.handler import Handler, RawMessage, Sender
 from agents.runtime.known_topics import KnownTopics
 from agents.runtime.metrics import LifecycleMetrics
@@ -64,14 +70,30 @@ def stop(exc: Exception) -> NoReturn:
     raise Stopped from exc
 
 
+class _Lazy:
+    """An awaitable that starts its work only when awaited, as the writer's commit:
+    a batch stopped early leaves it unawaited without a warning."""
+
+    def __init__(self, make: Callable[[], Awaitable[list[Refused]]]) -> None:
+        self.make = make
+
+    def __await__(self) -> Generator[Any, None, list[Refused]]:
+        return self.make().__await__()
+
+
 class FakeAudit:
-    """Links entries as the audit writer does and hands them to the fake sender;
-    ``fail`` queues writer errors (after its own retries) for the next appends."""
+    """Links entries as the audit writer does and hands them, then the decision's
+    staged outputs, to the fake sender, as one transaction would: a transient send
+    error is retried (``retried`` counts them) and fails the commit after
+    ``FAST.attempts``; an output refused for good is returned, the rest committed;
+    the audit records themselves refused fail the commit. ``fail`` queues writer
+    errors (after its own retries) for the next appends."""
 
     def __init__(self, send: Sender) -> None:
         self.send = send
         self.heads: dict[int, ChainHead] = {}
         self.fail: list[Exception] = []
+        self.retried = 0
 
     async def append(
         self,
@@ -80,11 +102,12 @@ class FakeAudit:
         *,
         source: AuditSource,
         decided_at: datetime,
-    ) -> Awaitable[Any]:
+        outputs: Sequence[FencedOutput] = (),
+    ) -> Awaitable[list[Refused]]:
         if self.fail:
             raise self.fail.pop(0)
         head = self.heads.get(partition, ChainHead.genesis())
-        deliveries = []
+        audit = []
         for index, entry in enumerate(entries):
             event = link(
                 head,
@@ -96,9 +119,48 @@ class FakeAudit:
                 entry_index=index,
             )
             head = ChainHead.of(event)
-            deliveries.append(await self.send(NAMES.audit, None, CODEC.encode(event), partition))
+            audit.append(await self.send(NAMES.audit, None, CODEC.encode(event), partition))
         self.heads[partition] = head
-        return asyncio.gather(*deliveries)
+        refused: list[Refused] = []
+        sent: list[tuple[FencedOutput, Awaitable[Any]]] = []
+        for output in outputs:
+            delivery = await self._send(output, refused)
+            if delivery is not None:
+                sent.append((output, delivery))
+        return _Lazy(lambda: self._committed(audit, sent, refused))
+
+    async def _send(self, output: FencedOutput, refused: list[Refused]) -> Awaitable[Any] | None:
+        for attempt in range(FAST.attempts):
+            try:
+                return await self.send(output.topic, output.key, output.value, None)
+            except Exception as exc:
+                if not classify(exc, Step.SEND).transient:
+                    refused.append((output, exc))
+                    return None
+                if attempt == FAST.attempts - 1:
+                    raise AuditUnavailable(f"commit: {type(exc).__name__}") from exc
+                self.retried += 1
+        return None
+
+    async def _committed(
+        self,
+        audit: list[Awaitable[Any]],
+        sent: list[tuple[FencedOutput, Awaitable[Any]]],
+        refused: list[Refused],
+    ) -> list[Refused]:
+        for delivery in audit:
+            try:
+                await delivery
+            except Exception as exc:
+                raise AuditRefused(f"commit: {type(exc).__name__}") from exc
+        for output, delivery in sent:
+            try:
+                await delivery
+            except Exception as exc:
+                if classify(exc, Step.SEND).transient:
+                    raise AuditUnavailable(f"commit: {type(exc).__name__}") from exc
+                refused.append((output, exc))
+        return refused
 
 
 class FlakySend(Sent):
@@ -424,7 +486,7 @@ def test_a_send_failing_transiently_is_retried(w: World, error: Exception) -> No
     w.run(opt_out("cust-1"), recording("cust-ok"))
     assert w.dead() == []
     assert [c.action for c in w.sent.on(SUPPRESS_TO)] == [Action.SUPPRESS_MARKETING]
-    assert w.metric("lifecycle_transient_retries_total", step="send") == 2
+    assert w.audit.retried == 2  # by the audit writer: the command is in its transaction
     assert_healthy(w, "cust-ok")
 
 
@@ -434,7 +496,7 @@ def test_a_send_that_stays_unavailable_stops_the_worker_before_any_state(w: Worl
         w.run(recording("cust-ok"), opt_out("cust-1"))
     # Nothing is written: Faust commits nothing, and the batch is replayed.
     assert w.store.empty
-    assert w.metric("lifecycle_transient_retries_total", step="send") == FAST.attempts - 1
+    assert w.audit.retried == FAST.attempts - 1
 
 
 def test_a_delivery_that_times_out_stops_the_worker(w: World) -> None:
