@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # In the order they run. "scale" is three steps: down to 1 worker, up to 3, down to 1.
-ALL_FAULTS = ("kill-worker", "broker", "downstream", "scale")
+ALL_FAULTS = ("kill-worker", "broker", "downstream", "stall", "handover", "scale")
 
 
 class ChaosConfig(BaseSettings):
@@ -24,6 +24,16 @@ class ChaosConfig(BaseSettings):
     workers: int = Field(default=2, ge=1, le=3)
     # How long the killed broker node stays down before it is restarted.
     broker_down_s: float = Field(default=15.0, ge=0)
+    # How long a stalled worker stays paused (SIGSTOP): past its 10 s session.
+    stall_s: float = Field(default=15.0, ge=0)
+    # The hand-over's burst: this many recordings fall due together, this long after
+    # it is published; one worker is stopped at once, the last one shortly before.
+    burst_records: int = Field(default=60, ge=1, le=10_000)
+    burst_due_in_s: float = Field(default=12.0, ge=3)
+    burst_last_stop_before_s: float = Field(default=1.6, ge=0)
+    # The reconciliation's bound in the run (LIFECYCLE_RECONCILE_BOUND_S): short, so a
+    # deletion the timers missed is healed, and counted, within the run.
+    reconcile_bound_s: float = Field(default=20.0, gt=0)
     # The downstream consumer that is killed (probes are opt-outs, so a marketing
     # system's recovery shows in the figures).
     downstream_victim: str = "marketing-platform"

@@ -8,6 +8,13 @@ recovery time. Steps, in order, for the names in ``CHAOS_FAULTS``:
 - ``broker``: SIGKILL the broker node that coordinates the workers' consumer
   group, restart it after ``CHAOS_BROKER_DOWN_S``;
 - ``downstream``: SIGKILL one reference downstream consumer (restarted);
+- ``stall``: SIGSTOP a worker past its session timeout, then SIGCONT: it lost its
+  partitions meanwhile, and whatever it decided from its stale state must not go
+  out (its outputs are fenced with the audit; it may stop with exit 75);
+- ``handover``: up to 3 workers, then a burst of recordings that fall due together
+  is published and workers are stopped (SIGTERM) down to 1: one at once, the last
+  shortly before the burst falls due, so the rebalance and the due times overlap
+  (the lost-timers report: every one of them must still be deleted);
 - ``scale``: stop workers down to 1, start workers up to 3, stop down to 1
   (each a step; stops are clean SIGTERMs, as a scale-down is).
 """
@@ -17,15 +24,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Protocol
 
 from confluent_kafka.admin import AdminClient
 
+from agents.rules.policy import Policy, RuleKind
+from schemas.base import DataCategory
+from schemas.events import CallRecorded
 from streams.broker.launcher import LocalKafka
 from tests.chaos.config import ChaosConfig
-from tests.chaos.probes import ProbeWatcher, probe_events
+from tests.chaos.probes import ProbeWatcher, partition_of, probe_events
 from tests.chaos.supervisor import Supervisor
 from tests.chaos.traffic import TrafficThread
 
@@ -55,6 +65,7 @@ class FaultContext(Protocol):
     admin: AdminClient
     group_id: str
     traffic_started: float
+    policy: Policy
 
     def start_worker(self, n: int) -> str: ...
 
@@ -84,6 +95,8 @@ class FaultRunner:
                 "kill-worker": self._kill_workers,
                 "broker": self._broker,
                 "downstream": self._downstream,
+                "stall": self._stall,
+                "handover": self._handover,
                 "scale": self._scale,
             }[name]()
         return self.records
@@ -126,6 +139,40 @@ class FaultRunner:
     def _downstream(self) -> None:
         victim = f"downstream-{self.ctx.config.downstream_victim}"
         self._step("downstream", f"kill -9 {victim}", lambda: self.ctx.supervisor.kill(victim))
+
+    def _stall(self) -> None:
+        ctx = self.ctx
+        running = workers(ctx)
+        victim = running[0]
+        seconds = ctx.config.stall_s
+        detail = f"SIGSTOP {victim} for {seconds:.0f}s, then SIGCONT"
+        if len(running) < 2:
+            detail += " (the only worker: it keeps its partitions)"
+        self._step("stall", detail, lambda: ctx.supervisor.stall(victim, seconds))
+
+    def _handover(self) -> None:
+        ctx = self.ctx
+        config = ctx.config
+
+        def act() -> None:
+            scale_up(ctx, 3)
+            due = datetime.now(UTC) + timedelta(seconds=config.burst_due_in_s)
+            for event in burst(ctx.policy, due, config.burst_records, config.partitions):
+                ctx.traffic.publish_now(event)
+            victims = workers(ctx)[1:][::-1]
+            if victims:
+                ctx.supervisor.stop(victims[0])
+            last = due - timedelta(seconds=config.burst_last_stop_before_s)
+            time.sleep(max(0.0, (last - datetime.now(UTC)).total_seconds()))
+            for name in victims[1:]:
+                ctx.supervisor.stop(name)
+
+        detail = (
+            f"workers -> 3, {config.burst_records} recordings due in "
+            f"{config.burst_due_in_s:.0f}s, workers -> 1 (the last SIGTERM "
+            f"{config.burst_last_stop_before_s:.1f}s before they fall due)"
+        )
+        self._step("handover", detail, act)
 
     def _scale(self) -> None:
         ctx = self.ctx
@@ -190,6 +237,41 @@ class FaultRunner:
         if through is not None:
             record.recovered_s = through - began
         time.sleep(ctx.config.fault_gap_s)
+
+
+def scale_up(ctx: FaultContext, target: int) -> None:
+    """Start idle workers until ``target`` run, and wait until they are ready."""
+    running = workers(ctx)
+    idle = [n for n in range(1, 4) if f"{WORKER}{n}" not in running]
+    started = [ctx.start_worker(n) for n in idle[: max(0, target - len(running))]]
+    if started:
+        ctx.supervisor.wait_ready(started, timeout=ctx.config.recovery_timeout_s)
+
+
+def burst(policy: Policy, due: datetime, count: int, partitions: int) -> list[CallRecorded]:
+    """``count`` call recordings, spread over every partition, that all fall due at
+    ``due`` under ``policy`` (recorded that long before)."""
+    rule = policy.rule_for(policy.controller.id, RuleKind.FIXED, DataCategory.CALL_RECORDING)
+    assert rule is not None, "the policy keeps call recordings under a fixed rule"
+    recorded = due - rule.keep_for.as_timedelta()
+    stamp = f"{due:%H%M%S}"
+    events = []
+    for n in range(count):
+        subject = f"burst-{stamp}-{n}"
+        events.append(
+            CallRecorded(
+                event_id=f"ev-{subject}",
+                subject_id=subject,
+                source_system="telephony",
+                event_time=recorded,
+                recording_id=f"rec-{subject}",
+                system="call-recorder",
+                duration_seconds=60,
+            )
+        )
+    spread = {partition_of(e.subject_id.encode(), partitions) for e in events}
+    assert count < partitions or len(spread) == partitions, "the burst misses a partition"
+    return events
 
 
 def note_late_recoveries(records: list[FaultRecord], watcher: ProbeWatcher) -> None:

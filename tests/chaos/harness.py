@@ -28,6 +28,7 @@ from streams.admin import ensure_topics
 from streams.broker import paths
 from streams.broker.admin import admin_client
 from streams.broker.launcher import LocalKafka
+from streams.broker.ports import free_ports
 from streams.codec import Codec
 from streams.publisher import producer_config
 from streams.settings import REPO_ROOT, Settings
@@ -80,12 +81,20 @@ class ChaosRun:
         self.kafka = LocalKafka(nodes=3, name=self.run_id, heap=config.broker_heap, keep_logs=True)
         self.supervisor = Supervisor(self.workdir / "logs")
         self.traffic_started = 0.0
+        self.metrics_ports: dict[str, int] = {}
 
     # -- FaultContext --------------------------------------------------------------------------
 
     def start_worker(self, n: int) -> str:
         name = f"{WORKER}{n}"
-        env = {**self.env, "LIFECYCLE_VAR_DIR": str(self.workdir / name)}
+        # A worker keeps its metrics port across restarts (the final check scrapes it).
+        port = self.metrics_ports.setdefault(name, free_ports(1)[0])
+        env = {
+            **self.env,
+            "LIFECYCLE_VAR_DIR": str(self.workdir / name),
+            "LIFECYCLE_METRICS_PORT": str(port),
+            "LIFECYCLE_METRICS_HOST": "127.0.0.1",
+        }
         self.supervisor.start(name, [str(LIFECYCLE), "worker"], env, ready_line=READY_LINE)
         return name
 
@@ -213,6 +222,9 @@ class ChaosRun:
         report.checks.append(live.processes_check(self.supervisor, config.quiet_s))
         report.checks.append(live.crashes_check(self.supervisor, self.traffic_started))
         report.checks.append(live.faults_check(report.faults))
+        report.checks.append(
+            live.reconciliation_check(self.metrics_ports, self.supervisor.running(WORKER))
+        )
         note_late_recoveries(report.faults, self.watcher)
         timings["check"] = time.monotonic() - step
         confirmed = sum(self.traffic.confirmed.values())
@@ -244,6 +256,7 @@ class ChaosRun:
             "LIFECYCLE_POLICY_PATH": str(DEMO_POLICY),
             "LIFECYCLE_METRICS_PORT": "0",
             "LIFECYCLE_WEB_PORT": "0",
+            "LIFECYCLE_RECONCILE_BOUND_S": f"{self.config.reconcile_bound_s:g}",
         }
 
     def _teardown(self) -> None:

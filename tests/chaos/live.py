@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chaos.checks import Check
 from tests.chaos.faults import FaultRecord
@@ -161,4 +163,50 @@ def faults_check(records: list[FaultRecord]) -> Check:
     for r in records:
         if not r.injected:
             check.violations.append(f"{r.detail}: " + "; ".join(r.notes))
+    return check
+
+
+# The reconciliation's gauges (agents/runtime/reconcile.py): the target is 0.
+OVERDUE_GAUGES = ("lifecycle_records_overdue", "lifecycle_timers_overdue")
+RETICKED = "lifecycle_reconciliation_reticked_total"
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Each metric's samples summed, from a worker's /metrics on loopback."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    return sums
+
+
+def reconciliation_check(ports: Mapping[str, int], running: Iterable[str]) -> Check:
+    """Every running worker's reconciliation finds nothing overdue at the end, and
+    says how many subjects it had to wake again during the run (a deletion the
+    timers missed, healed)."""
+    check = Check(
+        "nothing overdue (reconciliation)",
+        "each running worker's standing reconciliation finds no record kept past its "
+        "time without a reason, and no overdue wake-up",
+    )
+    reticked = 0.0
+    for name in running:
+        port = ports.get(name)
+        if port is None:
+            continue
+        try:
+            sums = scrape(port)
+        except OSError as exc:
+            check.violations.append(f"{name}: metrics not read ({type(exc).__name__})")
+            continue
+        check.checked += 1
+        for gauge in OVERDUE_GAUGES:
+            if sums.get(gauge, 0.0) > 0:
+                check.violations.append(f"{name}: {gauge} = {sums[gauge]:.0f}")
+        reticked += sums.get(RETICKED, 0.0)
+    check.notes.append(
+        f"subjects woken again by the reconciliation (workers now running): {reticked:.0f}"
+    )
     return check

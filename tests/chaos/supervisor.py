@@ -29,6 +29,12 @@ MAX_BACKOFF_S = 8.0
 KILLED = "killed"  # by the harness: a fault
 STOPPED = "stopped"  # by the harness, on purpose: scaling down, the end of the run
 CRASHED = "crashed"  # by itself
+# Exited with EXIT_AFTER_STALL soon after the harness paused and resumed it: a
+# fenced zombie stopping so that its batch is replayed by the new owner (the
+# fault's intended consequence, not a crash).
+STALLED = "stalled"
+EXIT_AFTER_STALL = 75
+STALL_AFTERMATH_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class Child:
     restart_at: float | None = None
     backoff_s: float = 0.0
     exits: list[Exit] = field(default_factory=list)
+    # Until when an exit with EXIT_AFTER_STALL counts as the stall's consequence.
+    stalled_until: float = 0.0
     _log_offset: int = 0
     _log_tail: str = ""
 
@@ -153,6 +161,22 @@ class Supervisor:
             _signal_group(child, signal.SIGKILL)
             return time.monotonic()
 
+    def stall(self, name: str, seconds: float) -> float:
+        """SIGSTOP the child's process group for ``seconds`` (past its session: it
+        loses its partitions), then SIGCONT it. Returns when it was resumed."""
+        with self._lock:
+            child = self.children[name]
+            if not child.running:
+                raise RuntimeError(f"{name} is not running")
+            _signal_group(child, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            with self._lock:
+                child.stalled_until = time.monotonic() + STALL_AFTERMATH_S
+                _signal_group(child, signal.SIGCONT)
+        return time.monotonic()
+
     def stop(self, name: str, timeout: float = 30.0) -> int:
         """Stop a child on purpose (SIGTERM; SIGKILL after ``timeout``); not restarted."""
         with self._lock:
@@ -230,7 +254,8 @@ class Supervisor:
         if code is None:
             return
         if not child.exits or child.exits[-1].at < child.started_at:
-            cause = child.ending or CRASHED
+            after_stall = code == EXIT_AFTER_STALL and now < child.stalled_until
+            cause = child.ending or (STALLED if after_stall else CRASHED)
             child.exits.append(Exit(child.name, now, code, cause))
             if child.wanted:
                 crash_loop = cause == CRASHED and now - child.started_at < CRASH_WINDOW_S

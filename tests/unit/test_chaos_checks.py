@@ -31,7 +31,8 @@ from schemas.events import (
 )
 from schemas.responses import RequestResponse, ResponseStatus
 from tests.chaos import checks
-from tests.chaos.faults import FaultRecord
+from tests.chaos.faults import FaultRecord, burst
+from tests.chaos.probes import partition_of
 from tests.chaos.report import BEGIN, END, RunReport, update_doc
 from tests.chaos.snapshot import At, Snapshot
 from tests.chaos.traffic import STORY_S, plan
@@ -494,3 +495,13 @@ def test_the_report_fails_on_a_violation_and_replaces_its_block_in_the_doc(tmp_p
     assert "not recovered" in text
     assert text.startswith("# Chaos\n\nintro")
     assert text.rstrip().endswith("after")
+
+
+def test_the_handover_burst_falls_due_at_once_on_every_partition_by_the_oracle() -> None:
+    due = T0 + timedelta(minutes=5)
+    events = burst(DEMO, due, count=60, partitions=6)
+    facts_by_record = checks.record_facts(events)
+    assert len(facts_by_record) == 60
+    for [fact] in facts_by_record.values():
+        assert checks.policy_due(fact, [], DEMO) == due
+    assert {partition_of(e.subject_id.encode(), 6) for e in events} == set(range(6))
