@@ -70,9 +70,12 @@ def _on_ack(ctx: Ctx, ack: CommandAck) -> None:
 
 @handles(DueTick)
 def _on_tick(ctx: Ctx, tick: DueTick) -> None:
-    """The sweep after every message fires what is due; a reconciliation tick
-    first restores the due entries of the overdue records it names."""
+    """The sweep after every message fires what is due. A tick that names records
+    first wakes those whose deletion was deferred until ``due_at`` (the timer saw
+    the contract sources pass it), then restores the due entries of any that the
+    reconciliation found overdue without one."""
     if tick.records:
+        retention.wake_deferred(ctx, tick.due_at, tick.records)
         retention.restore_due_index(ctx, tick.records)
 
 

@@ -154,6 +154,36 @@ def keep_reason(ctx: Ctx, record: RecordState) -> str | None:
     return None
 
 
+def _clear_deferral(ctx: Ctx, due_ms: int, record_key: str) -> bool:
+    """Drop the record's deferral index entry, if it has one (read first: a
+    deletion that was never deferred writes nothing more)."""
+    key = keys.deferred(due_ms, ctx.subject_id, record_key)
+    if ctx.layer.get(key) is None:
+        return False
+    ctx.layer.delete(key)
+    return True
+
+
+def wake_deferred(ctx: Ctx, due_at: datetime, record_keys: list[str]) -> None:
+    """The timer found the contract sources past ``due_at``, where the named records'
+    deletions were deferred: each is due again at its own time now (and so fired by
+    the sweep that follows), checked afresh. One whose sources are still behind (a
+    watermark moved back with a replay) stays deferred, its entry kept."""
+    due_ms = to_ms(due_at)
+    sources = ctx.policy.event_time.contract_sources
+    if cutoff.lagging(ctx.layer, sources, due_ms):
+        return
+    for key in record_keys:
+        if not _clear_deferral(ctx, due_ms, key):
+            continue
+        record = ctx.records.get(key)
+        if record is None or record.status is not RecordStatus.HELD:
+            continue  # deleted or erased meanwhile: only the entry was left
+        current = schedule(ctx, record)
+        if current is not record:
+            ctx.records[key] = current
+
+
 def restore_due_index(ctx: Ctx, record_keys: list[str]) -> None:
     """Put back the due-index entry of each named record that is due and has none.
 
@@ -253,7 +283,10 @@ def _waits_for_sources(ctx: Ctx, record: RecordState) -> bool:
     record waits, due again at the maximum wait: then it is checked afresh (its due
     time recomputed, a contract reported meanwhile keeping it) and deleted if still
     due, whatever the sources. The record's due time moves, so replays decide the
-    same; audited ``deletion-deferred`` with the sources not seen that far.
+    same; audited ``deletion-deferred`` with the sources not seen that far. The
+    deferral is indexed by its due time (``f`` keys), so the worker's timer wakes the
+    record as soon as every contract source has passed that time
+    (``wake_deferred``), not at the maximum wait.
     """
     settings = ctx.policy.event_time
     if not settings.contract_sources or record.due_at is None:
@@ -262,12 +295,14 @@ def _waits_for_sources(ctx: Ctx, record: RecordState) -> bool:
     if fixed is not None and fixed.id == record.rule_id:
         return False
     until = record.due_at + settings.max_wait.as_timedelta()
-    if ctx.now >= until:
-        return False
-    behind = cutoff.lagging(ctx.layer, settings.contract_sources, to_ms(record.due_at))
+    due_ms = to_ms(record.due_at)
+    behind = cutoff.lagging(ctx.layer, settings.contract_sources, due_ms) if ctx.now < until else []
     if not behind:
+        _clear_deferral(ctx, due_ms, record.key)  # it goes now: no wake needed
         return False
     ctx.records[record.key] = replace(record, due_at=until)
+    # The timer wakes it as soon as the sources pass its due time (wake_deferred).
+    ctx.layer.put(keys.deferred(due_ms, ctx.subject_id, record.key), b"")
     ctx.audit(
         record.rule_id or ids.N7_LEGAL_HOLD,
         "deletion-deferred",

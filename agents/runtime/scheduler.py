@@ -36,6 +36,10 @@ SCAN_LIMIT = 10_000
 # What a tick is remembered by besides a timer entry's due time (which is >= 0).
 LEGACY = -1
 CAUGHT_UP = -2
+# Deferred deletions are remembered by -(due ms) - 3 (below the other markers).
+_DEFERRED_BASE = -3
+# Record keys named in one tick (the DueTick contract's bound).
+TICK_RECORDS = 100
 
 
 @dataclass
@@ -84,6 +88,39 @@ class Waker:
             subject_id = keys.parse_waiting(key)[1]
             if subject_id not in out and self._should_tick(subject_id, CAUGHT_UP, now_ms):
                 out.append(subject_id)
+        return out
+
+    def deferred(
+        self,
+        entries: Entries,
+        sources: Sequence[str],
+        now_ms: int,
+        limit: int = SCAN_LIMIT,
+    ) -> list[tuple[str, int, list[str]]]:
+        """(subject, due ms, record keys) of deletions deferred until the contract
+        ``sources`` passed their due time, which every one of them now has in this
+        partition (``agents.rules.retention.wake_deferred``). Reads one key per source
+        and the deferral entries up to the slowest watermark."""
+        self._forget(now_ms)
+        marks = [entries.get(keys.watermark(s)) for s in sources]
+        if not sources or any(m is None for m in marks):
+            return []
+        slowest = min(keys.from_be64(m) for m in marks if m is not None)
+        start = keys.DEFERRED + keys.SEP
+        stop = start + keys.be64(slowest + 1)
+        found: dict[tuple[str, int], list[str]] = {}
+        for n, (key, _) in enumerate(entries.iterate(start, stop)):
+            if n >= limit:
+                break
+            due_ms, subject_id, record_key = keys.parse_deferred(key)
+            found.setdefault((subject_id, due_ms), []).append(record_key)
+        out: list[tuple[str, int, list[str]]] = []
+        for (subject_id, due_ms), records in found.items():
+            if self._should_tick(subject_id, _DEFERRED_BASE - due_ms, now_ms):
+                out.extend(
+                    (subject_id, due_ms, records[i : i + TICK_RECORDS])
+                    for i in range(0, len(records), TICK_RECORDS)
+                )
         return out
 
     def legacy(self, entries: Entries, now_ms: int, limit: int = SCAN_LIMIT) -> list[str]:

@@ -271,6 +271,9 @@ def build_pipeline(
                 await tick(subject_id, _from_ms(due_ms), now)
             for subject_id in waker.caught_up(entries, policy.event_time.sources, now_ms):
                 await tick(subject_id, now, now)
+            contract_sources = policy.event_time.contract_sources
+            for subject_id, due_ms, records in waker.deferred(entries, contract_sources, now_ms):
+                await tick(subject_id, _from_ms(due_ms), now, records=records)
             if sweep:
                 for subject_id in waker.legacy(entries, now_ms, MIGRATION_BATCH):
                     await tick(subject_id, now, now)

@@ -23,12 +23,15 @@ ns      key                                                     value
 ``a``   a / subject / command_id                                outstanding command (metrics)
 ``w``   w / source                                              be64(watermark) (partition)
 ``v``   v / be64(cutoff) / subject / request_id                 empty (waits for watermarks)
+``f``   f / be64(due) / subject / record key                    empty (deferred deletions)
 ======  =====================================================  ========================
 
 ``w`` and ``v`` belong to the partition, not to a subject: the watermark of each
 publishing system as this partition has seen it, and the requests of the
 partition's subjects whose answers wait for the watermarks to pass their
-receipt, by receipt time (``agents.rules.cutoff``, docs/event-time.md).
+receipt, by receipt time (``agents.rules.cutoff``, docs/event-time.md). ``f``
+belongs to the partition too: deletions deferred until the contract sources'
+watermarks pass their due time, by that due time (``agents.rules.retention``).
 
 A key without NUL is a subject id: the previous format kept one JSON value per
 subject under that key (``agents.store.legacy``).
@@ -51,6 +54,7 @@ OPEN_REQUEST = b"o"
 OUTSTANDING = b"a"
 WATERMARK = b"w"
 WAITING = b"v"
+DEFERRED = b"f"
 
 NAMESPACES = (
     HEADER,
@@ -67,6 +71,7 @@ NAMESPACES = (
     OUTSTANDING,
     WATERMARK,
     WAITING,
+    DEFERRED,
 )
 
 # Kinds of due items (``n`` keys) and of request items (``q`` keys).
@@ -164,6 +169,16 @@ def parse_waiting(key: bytes) -> tuple[int, str, str]:
     return from_be64(key[2:10]), subject_id.decode(), request_id.decode()
 
 
+def deferred(due_ms: int, subject_id: str, record_key: str) -> bytes:
+    return DEFERRED + SEP + be64(due_ms) + SEP + _s(subject_id) + SEP + _s(record_key)
+
+
+def parse_deferred(key: bytes) -> tuple[int, str, str]:
+    """(due ms, subject id, record key) of an ``f`` key."""
+    subject_id, record_key = key[11:].split(SEP, 1)
+    return from_be64(key[2:10]), subject_id.decode(), record_key.decode()
+
+
 def subject_of(key: bytes) -> str | None:
     """The subject a key belongs to (None for a partition's watermark keys)."""
     if SEP not in key:
@@ -172,6 +187,8 @@ def subject_of(key: bytes) -> str | None:
         return parse_timer(key)[1]
     if key[:1] == WAITING:
         return parse_waiting(key)[1]
+    if key[:1] == DEFERRED:
+        return parse_deferred(key)[1]
     if key[:1] == WATERMARK:
         return None
     return key[2:].split(SEP, 1)[0].decode()

@@ -66,7 +66,7 @@ def topics(app_id: str) -> list[str]:
 def apply(topic: str, key: bytes | None, value: bytes | None, at: datetime) -> list[RowOp]:
     if key is None:
         raise Unreadable("changelog message without a key")
-    if key[:1] in (keys.WATERMARK, keys.WAITING) and key[1:2] == keys.SEP:
+    if key[:1] in (keys.WATERMARK, keys.WAITING, keys.DEFERRED) and key[1:2] == keys.SEP:
         return []  # the partition's watermarks and waits: nothing the desk shows
     try:
         subject_id = keys.subject_of(key)

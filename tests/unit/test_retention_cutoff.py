@@ -16,10 +16,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agents.rules import cutoff
+from agents.rules.context import to_ms
 from agents.rules.testing import Harness
+from agents.runtime.scheduler import Waker
+from agents.store import keys
 from schemas.base import DataCategory, DataSource, LegalBasis
-from schemas.commands import Action
+from schemas.commands import Action, Command
 from schemas.events import CallRecorded, ContractEnded, ContractStarted, SourceWatermark
+from schemas.internal import DueTick
 from tests.unit.builders import NOTICE_AS_SHIPPED, register
 
 T0 = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
@@ -152,3 +156,80 @@ def test_a_record_kept_for_a_legal_obligation_waits_under_its_own_rule() -> None
     h.clock.set(due + MAX_WAIT)
     [cmd] = h.tick().commands
     assert (cmd.rule_id, cmd.record_ids) == ("N6.legal-obligation", ["bill-1"])
+
+
+# -- waking a deferred deletion on the watermark ---------------------------------------
+
+
+def _deferrals(h: Harness) -> list[bytes]:
+    start = keys.DEFERRED + keys.SEP
+    return [k for k, _ in h.entries.iterate(start, keys.end_of(start))]
+
+
+def _wake(h: Harness) -> list[Command]:
+    """What the worker's timer does: tick each subject whose deferral the contract
+    sources have passed, naming the records, as one decision each."""
+    now = h.clock.now()
+    found = Waker().deferred(h.entries, h.policy.event_time.contract_sources, to_ms(now))
+    commands: list[Command] = []
+    for subject_id, due_ms, records in found:
+        due_at = datetime.fromtimestamp(due_ms / 1000, UTC)
+        tick = DueTick(subject_id=subject_id, due_at=due_at, sent_at=now, records=records)
+        commands += h.send(tick).commands
+    return commands
+
+
+def test_a_deferred_deletion_goes_as_soon_as_billing_passes_its_due_time() -> None:
+    h = Harness(NOTICE_AS_SHIPPED, T0)
+    due = _lead(h)
+    h.clock.set(due + timedelta(seconds=1))
+    assert h.tick().commands == []  # deferred: billing not seen past the due time
+    assert len(_deferrals(h)) == 1
+    h.clock.set(due + timedelta(minutes=2))
+    assert _wake(h) == [], "billing still behind: nothing to wake"
+    _beat(h, "billing", due)
+    [cmd] = _wake(h)
+    assert (cmd.action, cmd.record_ids) == (Action.DELETE, ["lead-1"])
+    assert h.clock.now() < due + MAX_WAIT
+    assert _deferrals(h) == []
+    assert _wake(h) == []
+
+
+def test_a_deferred_record_kept_by_a_late_contract_is_not_woken_into_a_deletion() -> None:
+    h = Harness(NOTICE_AS_SHIPPED, T0)
+    due = _lead(h)
+    h.clock.set(due + timedelta(seconds=1))
+    assert h.tick().commands == []
+    h.send(
+        h.event(
+            ContractStarted,
+            contract_id="c-1",
+            source_system="billing",
+            event_time=due - timedelta(days=1),
+        )
+    )
+    _beat(h, "billing", due)
+    assert _wake(h) == []
+    assert _deferrals(h) == []
+    assert h.next_due() is None
+
+
+def test_a_deletion_at_the_maximum_wait_leaves_no_deferral_behind() -> None:
+    h = Harness(NOTICE_AS_SHIPPED, T0)
+    due = _lead(h)
+    h.clock.set(due + timedelta(seconds=1))
+    h.tick()
+    h.clock.set(due + MAX_WAIT)
+    [cmd] = h.tick().commands
+    assert cmd.action is Action.DELETE
+    assert _deferrals(h) == []
+
+
+def test_a_record_never_deferred_writes_no_deferral_entry() -> None:
+    h = Harness(NOTICE_AS_SHIPPED, T0)
+    due = _lead(h)
+    h.clock.set(due + timedelta(seconds=1))
+    _beat(h, "billing", due)
+    step = h.tick()
+    assert [c.action for c in step.commands] == [Action.DELETE]
+    assert not [k for k, _ in step.writes if k[:1] == keys.DEFERRED]
