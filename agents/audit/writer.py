@@ -195,11 +195,23 @@ class _Partition:
 class _Commit:
     """Awaiting it commits the partition's open batch: once, for every append in it."""
 
-    def __init__(self, writer: AuditWriter, part: _Partition, batch: _Batch) -> None:
+    def __init__(
+        self,
+        writer: AuditWriter,
+        part: _Partition,
+        batch: _Batch,
+        outputs: Sequence[FencedOutput] = (),
+    ) -> None:
         self.writer, self.part, self.batch = writer, part, batch
+        # This append's outputs: only their refusals are this caller's to handle.
+        self.outputs = {id(o) for o in outputs}
 
     def __await__(self) -> Generator[Any, None, list[Refused]]:
-        return self.writer._commit(self.part, self.batch).__await__()
+        return self._own().__await__()
+
+    async def _own(self) -> list[Refused]:
+        refused = await self.writer._commit(self.part, self.batch)
+        return [r for r in refused if id(r[0]) in self.outputs]
 
 
 class AuditWriter:
@@ -254,7 +266,7 @@ class AuditWriter:
             part.head = ChainHead.of(event)
             batch.events.append(event)
         batch.outputs.extend(outputs)
-        return _Commit(self, part, batch)
+        return _Commit(self, part, batch, outputs)
 
     async def claim(self, partitions: Iterable[int]) -> None:
         """Fence ``partitions`` now (just assigned), not at their first append: from
@@ -557,9 +569,13 @@ class KafkaPartitionLog:
                 return
 
     def _on_output_delivery(self, output: int) -> Callable[[Any, Any], None]:
+        # This transaction's map: a report that comes after an abort (purged
+        # messages) must not count against the next transaction's outputs.
+        refused = self._refused
+
         def delivered(error: Any, _message: Any) -> None:
             if error is not None and not is_transient_error(error) and error.code() not in FENCED:
-                self._refused[output] = KafkaException(error)
+                refused[output] = KafkaException(error)
 
         return delivered
 

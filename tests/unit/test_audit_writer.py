@@ -385,6 +385,24 @@ def test_outputs_refused_for_good_are_returned_and_the_rest_committed() -> None:
     assert intact(world.topic, 0)
 
 
+def test_each_append_gets_back_only_its_own_refused_outputs() -> None:
+    world = World()
+    world.topic.refusing = {"forbidden"}
+
+    async def scenario() -> list[list[object]]:
+        commits = [
+            await world.writer.append(
+                0, [entry(o)], source=source(o), decided_at=T0, outputs=[_out(topic, o)]
+            )
+            for o, topic in ((0, "forbidden"), (1, "cmd"), (2, "forbidden"))
+        ]
+        results = await asyncio.gather(*commits)
+        return [[output.tag for output, _ in refused] for refused in results]
+
+    assert asyncio.run(scenario()) == [[0], [], [2]]
+    assert world.topic.outputs == {"cmd": [b"cmd-1"]}
+
+
 def test_a_refusal_that_names_no_output_fails_the_commit() -> None:
     world = World()
 
