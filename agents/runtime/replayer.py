@@ -133,23 +133,30 @@ class ErasureReplayer:
             consumer.assign(assignment)
             while ends:
                 msg = consumer.poll(POLL_S)
-                if msg is None:
-                    continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("ledger read: %s", error)
-                    continue
-                partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-                if partition not in ends:
-                    continue
-                entry = self._decode(msg, ErasureLedgerEntry, dead_letters)
-                if offset + 1 >= ends[partition]:
-                    del ends[partition]
-                if isinstance(entry, ErasureLedgerEntry):
+                entry = None if msg is None else self._entry(msg, ends, dead_letters)
+                if entry is not None:
                     yield entry
+                # The position, not the last record, says a partition is done: the
+                # ledger is written in transactions, whose commit markers take the
+                # last offsets and are never delivered.
+                for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                    if tp.offset >= ends[tp.partition]:
+                        del ends[tp.partition]
         finally:
             consumer.close()
+
+    def _entry(
+        self, msg: Message, ends: dict[int, int], dead_letters: list[DeadLetter]
+    ) -> ErasureLedgerEntry | None:
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("ledger read: %s", error)
+            return None
+        if int(msg.partition() or 0) not in ends:
+            return None
+        entry = self._decode(msg, ErasureLedgerEntry, dead_letters)
+        return entry if isinstance(entry, ErasureLedgerEntry) else None
 
     def _decode(
         self,
