@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from streams.logs import serve_kafka_logs
 from streams.settings import Settings
 from streams.topics import TopicRetention, TopicSpec, declared_topics
 
@@ -19,7 +20,10 @@ class TopicDrift(RuntimeError):
 
 
 def admin_client(settings: Settings, bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, **settings.security.confluent_config()})
+    # Nobody polls an admin client: its log lines (streams.logs) are served for it.
+    return serve_kafka_logs(
+        AdminClient({"bootstrap.servers": bootstrap, **settings.security.confluent_config()})
+    )
 
 
 def topic_drift(admin: AdminClient, specs: Iterable[TopicSpec]) -> list[str]:

@@ -20,6 +20,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from schemas.base import Frozen
 from schemas.deadletter import DeadLetter, FailureClass, ReasonClass
 from streams.codec import Codec, DecodeError
+from streams.logs import KEEP_EVERY_LINE
 from streams.settings import Settings
 from streams.topics import MURMUR2_PARTITIONER, TopicNames
 
@@ -178,6 +179,8 @@ def log_dead_letter(dead: DeadLetter, logger: logging.Logger | None = None) -> N
         dead.failure_class.value if dead.failure_class is not None else "-",
         dead.original_value_size if dead.original_value_size is not None else "-",
         dead.reason,
+        # Each line names one parked item: never counted away as a repeat.
+        extra=KEEP_EVERY_LINE,
     )
 
 

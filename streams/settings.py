@@ -6,10 +6,12 @@ Secrets are ``SecretStr`` so they never appear in reprs or logs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.logs import DEFAULT_REPEAT_WINDOW_S, kafka_log_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_AUDIT_KEY = "dev-only-audit-key-change-me"
@@ -28,9 +30,17 @@ class KafkaSecurity(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
-    def confluent_config(self) -> dict[str, str]:
-        """librdkafka properties for confluent-kafka clients."""
-        conf: dict[str, str] = {"security.protocol": self.security_protocol.lower()}
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka properties for confluent-kafka clients.
+
+        Every client the project creates takes these, so this is also where
+        librdkafka's log lines are sent to Python logging instead of stderr
+        (``streams.logs``: they reach a process's log, limited like the rest).
+        """
+        conf: dict[str, Any] = {
+            "security.protocol": self.security_protocol.lower(),
+            **kafka_log_config(),
+        }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
         if self.sasl_username is not None:
@@ -86,6 +96,13 @@ class Settings(BaseSettings):
     # committing (exit 75). Keep it well under the consumer's max poll interval.
     retry_attempts: int = Field(default=10, ge=1, le=100)
     retry_max_seconds: float = Field(default=60.0, gt=0, le=600)
+    # SIGTERM/SIGINT stops the worker within this many seconds, broker or no
+    # broker: past it the worker exits 75 without committing anything more
+    # (agents/runtime/stopping.py). Keep it under the orchestrator's grace period.
+    stop_timeout_s: float = Field(default=15.0, gt=0, le=600)
+    # A log line repeated within this many seconds is counted, not written; one
+    # summary per logger per window says how many (streams/logs.py). 0: off.
+    log_repeat_window_s: float = Field(default=DEFAULT_REPEAT_WINDOW_S, ge=0, le=3600)
 
     @property
     def security(self) -> KafkaSecurity:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from confluent_kafka import TopicPartition
+
+from streams.logs import Pollable, serve_kafka_logs
 
 Where = tuple[str, int]
 LOOKUP_TIMEOUT_S = 5.0
@@ -37,6 +39,10 @@ class OffsetLookup:
     def __init__(self, client: Watermarks, timeout_s: float = LOOKUP_TIMEOUT_S) -> None:
         self.client = client
         self.timeout_s = timeout_s
+        if callable(getattr(client, "poll", None)):
+            # Never polled here (never subscribed): its log lines (streams.logs)
+            # would queue up for as long as a broker is away.
+            serve_kafka_logs(cast(Pollable, client))
 
     def bounds(self, partitions: Iterable[Where]) -> tuple[dict[Where, int], dict[Where, int]]:
         """(end offsets, start offsets) of ``partitions``. Blocking (run it on a

@@ -28,6 +28,7 @@ from agents.runtime.metrics import LifecycleMetrics, deadline_bucket, install_fa
 from agents.runtime.offsets import OffsetLookup
 from agents.runtime.reconcile import ReconcileMetrics, Reconciler
 from agents.runtime.scheduler import TimerCount, Waker, open_requests, outstanding_commands
+from agents.runtime.stopping import StopWatchdog, Worker, bound_consumer_thread
 from agents.store.faust_store import FaustStateStore
 from agents.store.layer import Entries
 from schemas.base import RequestType
@@ -372,7 +373,11 @@ def _from_ms(ms: int) -> datetime:
 
 
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "info") -> None:
-    """Create topics, serve /metrics, run the Faust worker until SIGTERM."""
+    """Create topics, serve /metrics, run the Faust worker until SIGTERM.
+
+    SIGTERM (or SIGINT) stops it within ``settings.stop_timeout_s``, with the
+    broker or without (agents/runtime/stopping.py says why a late exit is safe).
+    """
     # Before anything creates an event loop (Faust's consumer thread makes its
     # own through the same policy): uvloop's callbacks and socket writes cost a
     # fraction of asyncio's, and the worker is one event loop doing small steps.
@@ -384,5 +389,17 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "info") ->
         start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=pipeline.registry
         )
-    worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    watchdog = StopWatchdog(settings.stop_timeout_s)
+    worker = Worker(
+        pipeline.app,
+        watchdog=watchdog,
+        repeat_window_s=settings.log_repeat_window_s,
+        loglevel=loglevel,
+        quiet=True,
+    )
+    watchdog.before_exit = worker.flush_summaries
+    bound_consumer_thread(pipeline.app, settings.stop_timeout_s)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        worker.flush_summaries()

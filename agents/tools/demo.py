@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import secrets
 import signal
@@ -21,12 +22,14 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.clock import SystemClock
-from agents.rules.policy import load_policy
+from agents.rules.policy import Policy, load_policy
 from agents.runtime.replayer import ErasureReplayer, RestoreListener
 from agents.tools.downstream import DownstreamConsumer, ReferenceStore
 from agents.tools.simulator import Simulator
@@ -37,11 +40,13 @@ from streams.broker.launcher import LocalKafka
 from streams.broker.ports import free_ports
 from streams.codec import Codec, DecodeError
 from streams.connection import bootstrap_from_env
+from streams.logs import limit_repeats
 from streams.publisher import Publisher
 from streams.settings import REPO_ROOT, Settings
 from streams.topics import PRODUCING_SYSTEMS, TopicNames
 
 DEMO_POLICY = REPO_ROOT / "agents" / "policy" / "demo.yaml"
+LIFECYCLE = Path(sys.executable).parent / "lifecycle"
 NOTABLE = {
     "retention-delete": "deletion commanded",
     "command-completed": "downstream confirmed",
@@ -93,7 +98,7 @@ class _Feed(threading.Thread):
         bootstrap: str,
         names: TopicNames,
         stop: threading.Event,
-        security: dict[str, str] | None = None,
+        security: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(daemon=True, name="demo-feed")
         self.bootstrap, self.names, self.stop_event = bootstrap, names, stop
@@ -162,9 +167,9 @@ def _desk_users(path: Path) -> str:
 
 
 def _start_desk(
-    env: dict[str, str], var_dir: Path, run_id: str, port: int
-) -> tuple[subprocess.Popen[bytes], str]:
-    """``lifecycle desk serve --project`` for this run; (process, demo password)."""
+    children: _Children, env: dict[str, str], var_dir: Path, run_id: str, port: int
+) -> str:
+    """``lifecycle desk serve --project`` for this run; returns the demo password."""
     password = _desk_users(var_dir / "demo" / run_id / "desk-users.yaml")
     desk_env = {
         **env,
@@ -172,126 +177,314 @@ def _start_desk(
         "LIFECYCLE_DESK_SECRET_KEY": secrets.token_urlsafe(32),
         "LIFECYCLE_DESK_PORT": str(port),
     }
-    lifecycle = Path(sys.executable).parent / "lifecycle"
-    with (var_dir / "demo" / f"{run_id}-desk.log").open("wb") as log:
-        desk = subprocess.Popen(
-            [str(lifecycle), "desk", "serve", "--project"],
-            env=desk_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return desk, password
+    children.start(
+        [str(LIFECYCLE), "desk", "serve", "--project"],
+        desk_env,
+        var_dir / "demo" / f"{run_id}-desk.log",
+    )
+    return password
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
+# The demo's children stop within their own bound (the worker's
+# LIFECYCLE_STOP_TIMEOUT_S); this much later their process groups are killed.
+CHILD_STOP_MARGIN_S = 5.0
+# The demo's own Kafka clients (downstream consumers, restores, feed) close
+# within this, together, before the broker goes.
+THREADS_STOP_S = 10.0
+# Ctrl-C, a closed terminal and a plain `kill` all end the demo the same way.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Interrupts:
+    """Turns the first stop signal into a KeyboardInterrupt: one path for all of them.
+
+    Later signals are ignored, so impatience cannot cut the cleanup short (it
+    is bounded anyway). While a child is being started (``holding``), the
+    interrupt waits until the child is known, so that it is stopped too.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        # Set once the demo stops by itself: a signal then must not cut the
+        # cleanup short either.
+        self.stopping = False
+        self._holding = 0
+        self._pending = False
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is not None or self.stopping:
+            return
+        self.received = signum
+        if self._holding:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+        if not self._holding and self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_Interrupts]:
+    """SIGINT, SIGTERM and SIGHUP interrupt the demo; the previous handlers after.
+
+    Entered once the broker runs: the launcher's own SIGTERM/SIGHUP handler
+    (which stops its brokers at once) must not run before the demo's children
+    are stopped; the broker goes last, when the demo leaves ``_broker``.
+    """
+    interrupts = _Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupts  # signal handlers can only be set in the main thread
+        return
+    previous = {signum: signal.signal(signum, interrupts.handle) for signum in STOP_SIGNALS}
     try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        yield interrupts
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
-    var_dir = Path(os.environ.get("LIFECYCLE_VAR_DIR", REPO_ROOT / "var"))
-    run_id = datetime.now(UTC).strftime("demo%Y%m%d%H%M%S")
-    with _broker(var_dir) as bootstrap:
-        metrics_port, desk_port = free_ports(2)
-        settings = Settings(
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            topic_prefix=run_id,
-            app_id=run_id,
-            partitions=3,
-            policy_path=DEMO_POLICY,
-            var_dir=var_dir,
-            metrics_port=metrics_port,
-        )
-        policy = load_policy(DEMO_POLICY)
-        names = TopicNames(run_id)
-        ensure_topics(settings, bootstrap, [s.id for s in policy.systems], policy.topic_retention())
-        log_path = var_dir / "demo" / f"{run_id}-worker.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "LIFECYCLE_TOPIC_PREFIX": run_id,
-            "LIFECYCLE_APP_ID": run_id,
-            "LIFECYCLE_PARTITIONS": "3",
-            "LIFECYCLE_POLICY_PATH": str(DEMO_POLICY),
-            "LIFECYCLE_VAR_DIR": str(var_dir),
-            "LIFECYCLE_METRICS_PORT": str(metrics_port),
-            "LIFECYCLE_WEB_PORT": "0",
-        }
-        lifecycle = Path(sys.executable).parent / "lifecycle"
-        stop = threading.Event()
+class _Children:
+    """The demo's child processes, each the leader of its own session.
+
+    Ctrl-C in the terminal reaches the demo only; the demo stops its children
+    itself: SIGTERM to each process group once, then up to ``grace_s`` for
+    them to exit, then SIGKILL to the group of each one still running.
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._terminated_at: float | None = None
+
+    def start(
+        self, args: list[str], env: dict[str, str], log_path: Path
+    ) -> subprocess.Popen[bytes]:
+        # stdout and stderr (librdkafka's lines, tracebacks) go to the child's log.
         with log_path.open("wb") as log:
-            worker = subprocess.Popen(
-                [str(lifecycle), "worker"],
+            process = subprocess.Popen(
+                args,
                 env=env,
+                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        # The desk reads the worker's state changelog, which the worker creates as it
-        # starts: the desk's projector waits for it (see desk.readmodel.projector).
-        desk, desk_password = _start_desk(env, var_dir, run_id, desk_port)
-        consumers = [
+        self.processes.append(process)
+        return process
+
+    def terminate(self) -> None:
+        """SIGTERM to every child's group, once: a second SIGTERM makes the worker
+        give up its clean stop (agents/runtime/stopping.py)."""
+        if self._terminated_at is not None:
+            return
+        self._terminated_at = time.monotonic()
+        for process in self.processes:
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Terminate, wait up to the bound, kill what is left; every child reaped."""
+        self.terminate()
+        deadline = (self._terminated_at or time.monotonic()) + self.grace_s
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
+            # Only a leader not yet reaped: its pid cannot have been reused.
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(5)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+@contextlib.contextmanager
+def _log_to_file(path: Path, repeat_window_s: float) -> Iterator[None]:
+    """The demo's own log lines (librdkafka's among them) go to ``path``, not the
+    screen, which is for the summary; the previous root handlers after."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    previous = list(root.handlers)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    limit_repeats([handler], repeat_window_s)
+    root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        root.handlers[:] = previous
+        handler.close()
+
+
+class _InProcess:
+    """What runs inside the demo's process: downstream consumers, erasure replays
+    after restores, the decision feed and the publisher; stopped together."""
+
+    def __init__(self) -> None:
+        self.stop_event = threading.Event()
+        self.consumers: list[DownstreamConsumer] = []
+        self.restores: RestoreListener | None = None
+        self.publisher: Publisher | None = None
+        self.threads: list[threading.Thread] = []
+
+    def start(self, thread: threading.Thread) -> None:
+        self.threads.append(thread)
+        thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for consumer in self.consumers:
+            consumer.stop()
+        if self.restores is not None:
+            self.restores.stop()
+        deadline = time.monotonic() + THREADS_STOP_S
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self.publisher is not None:
+            self.publisher.close()
+        # Release the Kafka clients before the broker goes, or librdkafka
+        # keeps reconnecting to it until they are collected.
+        self.consumers, self.restores, self.publisher = [], None, None
+        gc.collect()
+
+
+def run_demo(duration: float | None = None, every_s: float = 1.0) -> None:
+    """Run until ``duration`` ends or a stop signal (SIGINT, SIGTERM, SIGHUP)
+    arrives; every process the demo started is stopped before it returns."""
+    var_dir = Path(os.environ.get("LIFECYCLE_VAR_DIR", REPO_ROOT / "var"))
+    run_id = datetime.now(UTC).strftime("demo%Y%m%d%H%M%S")
+    seen: dict[str, int] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            # Unwound in reverse: the demo's processes, then the signal
+            # handlers, then the broker, last.
+            demo_log = var_dir / "demo" / f"{run_id}-demo.log"
+            stack.enter_context(_log_to_file(demo_log, Settings().log_repeat_window_s))
+            bootstrap = stack.enter_context(_broker(var_dir))
+            interrupts = stack.enter_context(_stop_on_signals())
+            _run(stack, interrupts, bootstrap, var_dir, run_id, seen, duration, every_s)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C, SIGTERM or SIGHUP: everything is stopped by now
+    finally:
+        print(
+            "demo stopped; seen: "
+            + ", ".join(f"{NOTABLE[k]} x{v}" for k, v in sorted(seen.items())),
+            flush=True,
+        )
+
+
+def _run(
+    stack: contextlib.ExitStack,
+    interrupts: _Interrupts,
+    bootstrap: str,
+    var_dir: Path,
+    run_id: str,
+    seen: dict[str, int],
+    duration: float | None,
+    every_s: float,
+) -> None:
+    metrics_port, desk_port = free_ports(2)
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        topic_prefix=run_id,
+        app_id=run_id,
+        partitions=3,
+        policy_path=DEMO_POLICY,
+        var_dir=var_dir,
+        metrics_port=metrics_port,
+    )
+    policy = load_policy(DEMO_POLICY)
+    names = TopicNames(run_id)
+    ensure_topics(settings, bootstrap, [s.id for s in policy.systems], policy.topic_retention())
+    log_path = var_dir / "demo" / f"{run_id}-worker.log"
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LIFECYCLE_TOPIC_PREFIX": run_id,
+        "LIFECYCLE_APP_ID": run_id,
+        "LIFECYCLE_PARTITIONS": "3",
+        "LIFECYCLE_POLICY_PATH": str(DEMO_POLICY),
+        "LIFECYCLE_VAR_DIR": str(var_dir),
+        "LIFECYCLE_METRICS_PORT": str(metrics_port),
+        "LIFECYCLE_WEB_PORT": "0",
+    }
+    children = _Children(settings.stop_timeout_s + CHILD_STOP_MARGIN_S)
+    stack.callback(children.stop)
+    with interrupts.holding():
+        worker = children.start([str(LIFECYCLE), "worker"], env, log_path)
+    # The desk reads the worker's state changelog, which the worker creates as it
+    # starts: the desk's projector waits for it (see desk.readmodel.projector).
+    with interrupts.holding():
+        desk_password = _start_desk(children, env, var_dir, run_id, desk_port)
+    inside = _InProcess()
+    stack.callback(inside.stop)
+    # Runs first: the children stop while the demo's own clients close.
+    stack.callback(children.terminate)
+    _start_inside(inside, bootstrap, settings, policy, names, var_dir, run_id, seen)
+    print(
+        f"demo {run_id}: worker log {log_path}, metrics http://127.0.0.1:{metrics_port}/metrics"
+        f", demo log {var_dir / 'demo' / f'{run_id}-demo.log'}"
+    )
+    print(
+        f"privacy desk: http://127.0.0.1:{desk_port}/  "
+        f"(demo login: {DEMO_DESK_USER} / {desk_password}; "
+        f"log {var_dir / 'demo' / f'{run_id}-desk.log'})"
+    )
+    print("policy: recordings kept 20 s, legal-obligation data 60 s after contract end")
+    try:
+        inside.publisher = Publisher(bootstrap, settings)
+        _drive(inside.publisher, worker, metrics_port, time.monotonic(), duration, every_s)
+    finally:
+        interrupts.stopping = True
+
+
+def _start_inside(
+    inside: _InProcess,
+    bootstrap: str,
+    settings: Settings,
+    policy: Policy,
+    names: TopicNames,
+    var_dir: Path,
+    run_id: str,
+    seen: dict[str, int],
+) -> None:
+    for s in policy.systems:
+        inside.consumers.append(
             DownstreamConsumer(
                 system=s.id,
                 bootstrap=bootstrap,
                 settings=settings,
                 store=ReferenceStore(var_dir / "demo" / run_id / f"{s.id}.sqlite"),
             )
-            for s in policy.systems
-        ]
-        # Replays erasures for systems that announce a restore (docs/own-data.md).
-        restores = RestoreListener(
-            ErasureReplayer(
-                bootstrap,
-                settings,
-                clock=SystemClock(),
-                clock_margin=policy.backups.clock_margin.as_timedelta(),
-            )
         )
-        threads = [threading.Thread(target=c.run, daemon=True) for c in consumers]
-        threads.append(threading.Thread(target=restores.run, daemon=True))
-        feed = _Feed(bootstrap, names, stop, settings.security.confluent_config())
-        for t in [*threads, feed]:
-            t.start()
-        print(
-            f"demo {run_id}: worker log {log_path}, metrics http://127.0.0.1:{metrics_port}/metrics"
+    # Replays erasures for systems that announce a restore (docs/own-data.md).
+    inside.restores = RestoreListener(
+        ErasureReplayer(
+            bootstrap,
+            settings,
+            clock=SystemClock(),
+            clock_margin=policy.backups.clock_margin.as_timedelta(),
         )
-        print(
-            f"privacy desk: http://127.0.0.1:{desk_port}/  "
-            f"(demo login: {DEMO_DESK_USER} / {desk_password}; "
-            f"log {var_dir / 'demo' / f'{run_id}-desk.log'})"
-        )
-        print("policy: recordings kept 20 s, legal-obligation data 60 s after contract end")
-        publisher = Publisher(bootstrap, settings)
-        started = time.monotonic()
-        try:
-            _drive(publisher, worker, metrics_port, started, duration, every_s)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop.set()
-            for c in consumers:
-                c.stop()
-            restores.stop()
-            for t in [*threads, feed]:
-                t.join(15)
-            publisher.close()
-            # Release the Kafka clients before the broker goes, or librdkafka
-            # keeps reconnecting to it (and saying so) until they are collected.
-            del consumers, publisher, restores
-            gc.collect()
-            _stop(desk)
-            _stop(worker)
-            print(
-                "demo stopped; seen: "
-                + ", ".join(f"{NOTABLE[k]} x{v}" for k, v in sorted(feed.counts.items())),
-                flush=True,
-            )
+    )
+    for c in inside.consumers:
+        inside.start(threading.Thread(target=c.run, daemon=True))
+    inside.start(threading.Thread(target=inside.restores.run, daemon=True))
+    feed = _Feed(bootstrap, names, inside.stop_event, settings.security.confluent_config())
+    feed.counts = seen
+    inside.start(feed)
 
 
 def _drive(
