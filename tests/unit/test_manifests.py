@@ -469,3 +469,10 @@ def test_acl_script_refuses_to_run_without_a_cluster() -> None:
     )
     assert result.returncode == 2
     assert "BOOTSTRAP" in result.stderr
+
+
+def test_orchestrators_give_the_worker_longer_than_its_own_stop_bound() -> None:
+    bound = Settings().stop_timeout_s
+    assert float(compose()["services"]["worker"]["stop_grace_period"].rstrip("s")) > bound
+    spec = pod_spec(one("StatefulSet", "lifecycle-worker"))
+    assert spec["terminationGracePeriodSeconds"] > bound
