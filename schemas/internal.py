@@ -23,6 +23,9 @@ class DueTick(Frozen):
     # the decision restores their due-index entries if missing before it sweeps
     # (agents.runtime.reconcile). Empty for the timer's own ticks.
     records: list[ShortText] = Field(default_factory=list, max_length=100)
+    # Sent by the standing reconciliation: the named records were found overdue
+    # (audited ``overdue-found``, shown on the desk's escalations page).
+    reconciliation: bool = False
 
 
 class ErasureLedgerEntry(Frozen):

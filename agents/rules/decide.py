@@ -74,9 +74,10 @@ def _on_tick(ctx: Ctx, tick: DueTick) -> None:
     first wakes those whose deletion was deferred until ``due_at`` (the timer saw
     the contract sources pass it), then restores the due entries of any that the
     reconciliation found overdue without one."""
-    if tick.records:
+    if tick.reconciliation:
+        retention.reconcile(ctx, tick.records)
+    elif tick.records:
         retention.wake_deferred(ctx, tick.due_at, tick.records)
-        retention.restore_due_index(ctx, tick.records)
 
 
 def _sweep(ctx: Ctx) -> None:

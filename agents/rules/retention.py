@@ -184,24 +184,28 @@ def wake_deferred(ctx: Ctx, due_at: datetime, record_keys: list[str]) -> None:
             ctx.records[key] = current
 
 
-def restore_due_index(ctx: Ctx, record_keys: list[str]) -> None:
-    """Put back the due-index entry of each named record that is due and has none.
-
-    The standing reconciliation (``agents.runtime.reconcile``) names records it
-    found overdue. A record whose index entry is there is simply fired by the
-    sweep that follows; one whose entry went missing would never be, so the
-    entry is restored first and the repair audited (``due-index-restored``).
-    """
+def reconcile(ctx: Ctx, record_keys: list[str]) -> None:
+    """The standing reconciliation (``agents.runtime.reconcile``) found the named
+    records kept past their time with no reason on record: say so in the trail
+    (``overdue-found``, with how late each is), and put back the due-index entry
+    of any that has none, audited ``due-index-restored``: the sweep that follows
+    fires them (one whose entry is there was only waiting for a tick)."""
+    found: list[str] = []
+    due_at: list[str] = []
     restored: list[str] = []
     for key in record_keys:
         record = ctx.records.get(key)
         due_ms = record_due(record)
         if record is None or due_ms is None or due_ms > to_ms(ctx.now):
-            continue
+            continue  # dealt with meanwhile: deleted, held, not due after all
+        found.append(record.record_id)
+        due_at.append(record.due_at.isoformat() if record.due_at else "")
         entry = keys.due(ctx.subject_id, due_ms, keys.DUE_RECORD, key)
         if ctx.layer.get(entry) is None:
             ctx.layer.put(entry, b"")
             restored.append(record.record_id)
+    if found:
+        ctx.audit(ids.RECONCILIATION, "overdue-found", record_ids=found, due_at=due_at)
     if restored:
         ctx.audit(ids.RECONCILIATION, "due-index-restored", record_ids=restored)
 

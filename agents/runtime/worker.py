@@ -253,9 +253,19 @@ def build_pipeline(
         await audit.close()
 
     async def tick(
-        subject_id: str, due_at: datetime, now: datetime, records: Sequence[str] = ()
+        subject_id: str,
+        due_at: datetime,
+        now: datetime,
+        records: Sequence[str] = (),
+        reconciliation: bool = False,
     ) -> None:
-        event = DueTick(subject_id=subject_id, due_at=due_at, sent_at=now, records=list(records))
+        event = DueTick(
+            subject_id=subject_id,
+            due_at=due_at,
+            sent_at=now,
+            records=list(records),
+            reconciliation=reconciliation,
+        )
         await ticks.send(key=subject_id.encode(), value=codec.encode(event))
 
     @app.timer(interval=TICK_INTERVAL_S)  # type: ignore[untyped-decorator]
@@ -357,7 +367,7 @@ def install_reconciliation(
             log.warning(
                 "reconciliation: %d overdue record(s) of a subject ticked again", len(record_keys)
             )
-            await tick(subject_id, now, now, records=record_keys)
+            await tick(subject_id, now, now, records=record_keys, reconciliation=True)
             metrics.reticked.inc()
 
 

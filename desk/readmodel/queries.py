@@ -402,6 +402,46 @@ class Escalations:
     dead_letters: list[Row[Any]]
     dead_letter_counts: list[Row[Any]]
     unreadable: list[Row[Any]]
+    overdue: list[OverdueFinding] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OverdueFinding:
+    """Records the worker's standing reconciliation found kept past their time with
+    no reason on record (audit ``overdue-found``): the trail's entry names them by
+    pseudonym, record ids and due times only."""
+
+    decided_at: datetime
+    subject_ref: str
+    partition: int
+    sequence: int
+    record_ids: str
+    due_at: str
+
+
+def overdue_findings(conn: Connection, *, limit: int = 50) -> list[OverdueFinding]:
+    """The latest ``overdue-found`` entries of the audit trail, newest first."""
+    a = t.audit
+    rows = conn.execute(
+        select(a)
+        .where(a.c.decision == "overdue-found")
+        .order_by(a.c.decided_at.desc())
+        .limit(limit)
+    ).all()
+    out: list[OverdueFinding] = []
+    for row in rows:
+        details = json.loads(row.details or "{}")
+        out.append(
+            OverdueFinding(
+                row.decided_at,
+                row.subject_ref,
+                row.partition,
+                row.sequence,
+                str(details.get("record-ids", "")),
+                str(details.get("due-at", "")),
+            )
+        )
+    return out
 
 
 def escalations(conn: Connection, *, limit: int = 500) -> Escalations:
@@ -426,7 +466,12 @@ def escalations(conn: Connection, *, limit: int = 500) -> Escalations:
         select(t.unreadable).order_by(t.unreadable.c.seen_at.desc()).limit(50)
     ).all()
     return Escalations(
-        by_system, parked(conn, limit=200), list(latest), list(counts), list(unreadable)
+        by_system,
+        parked(conn, limit=200),
+        list(latest),
+        list(counts),
+        list(unreadable),
+        overdue_findings(conn),
     )
 
 

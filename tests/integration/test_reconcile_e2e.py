@@ -83,10 +83,10 @@ def test_a_recording_whose_timer_was_lost_is_deleted_by_the_reconciliation(
     decisions = [
         e.decision
         for e in pipeline.models(pipeline.names.audit, AuditEvent)
-        if e.decision in ("due-index-restored", "retention-delete")
+        if e.decision in ("overdue-found", "due-index-restored", "retention-delete")
     ]
-    # The timer alone could not have deleted it: the repair came first.
-    assert decisions[:2] == ["due-index-restored", "retention-delete"]
+    # The timer alone could not have deleted it: the finding and the repair came first.
+    assert decisions[:3] == ["overdue-found", "due-index-restored", "retention-delete"]
     assert pipeline.metric_sum("lifecycle_reconciliation_reticked_total") >= 1
     wait_for(
         lambda: pipeline.metric_sum("lifecycle_records_overdue") == 0,

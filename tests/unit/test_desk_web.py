@@ -23,12 +23,14 @@ from desk.web.app import create_app
 from schemas.base import DataCategory, DocumentType
 from schemas.commands import CommandAck
 from schemas.events import (
+    CallRecorded,
     ErasureRequested,
     Event,
     IdentityEvidenceReceived,
     LegalHoldPlaced,
     PortabilityRequested,
 )
+from schemas.internal import DueTick
 from streams.settings import Settings
 from tests.unit.builders import NOTICE, register
 from tests.unit.desk_topics import AUDIT_KEY, TOPICS, Recorder
@@ -295,3 +297,38 @@ def test_users_file_is_checked(tmp_path: Path) -> None:
     bad.write_text("users:\n  - name: eve\n    role: admin\n")
     with pytest.raises(auth.UsersFileError, match="role 'admin'"):
         auth.Users.load(bad)
+
+
+def test_the_escalations_page_shows_records_the_reconciliation_found_kept_too_long(
+    world: World,
+) -> None:
+    client = world.client()
+    assert sign_in(client, "bob") == 303  # read-only users see it too
+    assert "Nothing found kept past its time." in client.get("/escalations").text
+    h = Harness(NOTICE, T0, subject_id="cust-9")
+    world.rec.send(
+        h,
+        h.event(
+            CallRecorded,
+            recording_id="rec-late",
+            system="call-recorder",
+            source_system="telephony",
+        ),
+    )
+    h.clock.set(T0 + timedelta(days=31))
+    now = h.clock.now()
+    world.rec.send(
+        h,
+        DueTick(
+            subject_id="cust-9",
+            due_at=now,
+            sent_at=now,
+            records=["call-recorder/rec-late"],
+            reconciliation=True,
+        ),
+    )
+    world.store.apply(world.rec.take())
+    page = client.get("/escalations").text
+    section = page.split("Kept past their time", 1)[1].split("Parked items", 1)[0]
+    assert "rec-late" in section
+    assert "cust-9" not in section  # a pseudonym, never the subject id

@@ -76,11 +76,20 @@ def test_a_record_whose_timer_was_lost_is_found_healed_and_the_metric_returns_to
 
     now = h.clock.now()
     healed = h.send(
-        DueTick(subject_id=h.subject_id, due_at=now, sent_at=now, records=found.to_tick["cust-1"])
+        DueTick(
+            subject_id=h.subject_id,
+            due_at=now,
+            sent_at=now,
+            records=found.to_tick["cust-1"],
+            reconciliation=True,
+        )
     )
     [delete] = healed.commands
     assert (delete.action, delete.record_ids) == (Action.DELETE, ["rec-1"])
-    assert [a.decision for a in healed.audit][:1] == ["due-index-restored"]
+    decisions = [a.decision for a in healed.audit]
+    assert decisions[:3] == ["overdue-found", "due-index-restored", "retention-delete"]
+    assert healed.audit[0].rule_id == "reconciliation"
+    assert healed.audit[0].details["record-ids"] == "rec-1"
 
     again = reconciler.round({0: h.entries}, now_ms)
     metrics.publish(again, now_ms)
@@ -89,16 +98,22 @@ def test_a_record_whose_timer_was_lost_is_found_healed_and_the_metric_returns_to
     assert _gauge(registry, "lifecycle_records_overdue_oldest_seconds", rule=RECORDING_RULE) == 0
 
 
+def _reconciliation_tick(h: Harness, *records: str) -> DueTick:
+    now = h.clock.now()
+    return DueTick(
+        subject_id=h.subject_id, due_at=now, sent_at=now, records=list(records), reconciliation=True
+    )
+
+
 def test_a_reconciliation_tick_for_a_record_with_its_entry_restores_nothing() -> None:
     h = Harness(NOTICE, T0)
     _recording(h, "rec-1")
     h.clock.set(T0 + timedelta(days=31))
-    now = h.clock.now()
-    step = h.send(
-        DueTick(subject_id=h.subject_id, due_at=now, sent_at=now, records=["call-recorder/rec-1"])
-    )
+    step = h.send(_reconciliation_tick(h, "call-recorder/rec-1"))
     assert [c.action for c in step.commands] == [Action.DELETE]
-    assert "due-index-restored" not in [a.decision for a in step.audit]
+    decisions = [a.decision for a in step.audit]
+    assert "overdue-found" in decisions
+    assert "due-index-restored" not in decisions
 
 
 def test_a_tick_naming_a_record_not_yet_due_does_not_delete_it_early() -> None:
@@ -106,11 +121,9 @@ def test_a_tick_naming_a_record_not_yet_due_does_not_delete_it_early() -> None:
     _recording(h, "rec-1")
     _lose_the_timer(h)
     h.clock.set(T0 + timedelta(days=29))
-    now = h.clock.now()
-    step = h.send(
-        DueTick(subject_id=h.subject_id, due_at=now, sent_at=now, records=["call-recorder/rec-1"])
-    )
+    step = h.send(_reconciliation_tick(h, "call-recorder/rec-1"))
     assert step.commands == []
+    assert "overdue-found" not in [a.decision for a in step.audit]
 
 
 @pytest.mark.parametrize(
