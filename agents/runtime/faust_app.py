@@ -71,6 +71,7 @@ class StreamSafeConsumer(aiokafka_driver.Consumer):
         for tp, offset in committed.items():
             if not offset and not self._is_changelog_tp(tp):
                 await self.seek(tp, 0)
+        await self._seek_standbys_to_applied()
         on_sought = getattr(self.transport, "on_sought", None)
         if on_sought is not None:
             on_sought(
@@ -81,6 +82,34 @@ class StreamSafeConsumer(aiokafka_driver.Consumer):
                 }
             )
         return committed
+
+    async def _seek_standbys_to_applied(self) -> None:
+        """Put every standby changelog partition back to just after what its store
+        has applied, so that standby records fetched and dropped are read again.
+
+        Faust drops a fetch that returns while the flow is stopped and then seeks
+        to committed offsets (``Consumer.getmany``), which moves stream partitions
+        only: a changelog partition has no committed offset, and aiokafka seeks
+        only where one above 0 exists. Our flow stop at ``on_rebalance_complete``
+        (``hold_fetching_until_streams_resume``) opens exactly such a window just
+        after Faust has started the standbys. A standby that lost a fetch there
+        applied the records after it, its stored offset moved past the hole, and
+        when it became the owner it "restored" nothing: the subjects in the hole
+        were missing from its store, and their due recordings were never deleted
+        (issue "No promise silently missed": the scale-down race;
+        tests/integration/test_handover_timers.py). Seeking to the applied offset
+        + 1 is always right for a standby, dropped fetch or not.
+        """
+        standbys = self.app.assignor.assigned_standbys()
+        if not standbys:
+            return
+        tables = {t.changelog_topic.get_topic_name(): t for t in self.app.tables.values()}
+        for tp in standbys:
+            table = tables.get(tp.topic)
+            if table is None:
+                continue
+            applied = table.persisted_offset(tp)
+            await self.seek(tp, applied + 1 if applied is not None else 0)
 
 
 Sought = Callable[[Mapping[tuple[str, int], int | None]], None]

@@ -231,7 +231,9 @@ def build_pipeline(
     async def timers_may_run(partition: int) -> bool:
         """After an assignment, the timer waits until the partition's inputs are
         decided again (agents.runtime.catchup)."""
-        if catch_up.recovering:
+        # Faust also seeks to committed offsets when a fetch is dropped mid-rebalance,
+        # before recovery ends: only the end of the rebalance says the store is whole.
+        if catch_up.recovering or app.rebalancing:
             return False
         if not catch_up.armed(partition):
             # Not through Faust's consumer: agents/runtime/offsets.py says why.
@@ -302,7 +304,7 @@ def build_pipeline(
         store=store,
         clock=clock,
         gate=timers_may_run,
-        recovering=lambda: catch_up.recovering,
+        recovering=lambda: catch_up.recovering or app.rebalancing,
         tick=tick,
     )
 
