@@ -75,10 +75,9 @@ class Waker:
         partition has now passed (``agents.rules.cutoff``), not ticked lately. Reads
         one key per source and the waiting entries up to the slowest watermark."""
         self._forget(now_ms)
-        marks = [entries.get(keys.watermark(s)) for s in sources]
-        if not sources or any(m is None for m in marks):
+        slowest = slowest_watermark(entries, sources)
+        if slowest is None:
             return []
-        slowest = min(keys.from_be64(m) for m in marks if m is not None)
         start = keys.WAITING + keys.SEP
         stop = start + keys.be64(slowest + 1)
         out: list[str] = []
@@ -102,10 +101,9 @@ class Waker:
         partition (``agents.rules.retention.wake_deferred``). Reads one key per source
         and the deferral entries up to the slowest watermark."""
         self._forget(now_ms)
-        marks = [entries.get(keys.watermark(s)) for s in sources]
-        if not sources or any(m is None for m in marks):
+        slowest = slowest_watermark(entries, sources)
+        if slowest is None:
             return []
-        slowest = min(keys.from_be64(m) for m in marks if m is not None)
         start = keys.DEFERRED + keys.SEP
         stop = start + keys.be64(slowest + 1)
         found: dict[tuple[str, int], list[str]] = {}
@@ -143,6 +141,15 @@ class Waker:
             self._ticked = {
                 k: at for k, at in self._ticked.items() if now_ms - at < RECHECK_AFTER_MS
             }
+
+
+def slowest_watermark(entries: Entries, sources: Sequence[str]) -> int | None:
+    """The partition's watermark of the slowest of ``sources`` (one key each); None
+    when there are none, or one has never been seen."""
+    marks = [entries.get(keys.watermark(s)) for s in sources]
+    if not sources or any(m is None for m in marks):
+        return None
+    return min(keys.from_be64(m) for m in marks if m is not None)
 
 
 def legacy_subjects(entries: Entries, limit: int) -> list[str]:

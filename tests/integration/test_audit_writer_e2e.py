@@ -83,9 +83,9 @@ def verify(bootstrap: str, topic: str, partition: int = 0) -> VerifyResult:
     )
 
 
-def committed_events(bootstrap: str, topic: str) -> list[AuditEvent]:
-    events: list[AuditEvent] = []
-    consumer = Consumer(
+def read_committed(bootstrap: str) -> Consumer:
+    """A consumer that sees what downstream readers see, and says where partitions end."""
+    return Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": "unused",
@@ -95,6 +95,11 @@ def committed_events(bootstrap: str, topic: str) -> list[AuditEvent]:
             "fetch.wait.max.ms": 10,  # the end shows sooner (see pipeline.read_raw)
         }
     )
+
+
+def committed_events(bootstrap: str, topic: str) -> list[AuditEvent]:
+    events: list[AuditEvent] = []
+    consumer = read_committed(bootstrap)
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
         while True:
@@ -180,16 +185,7 @@ def test_a_transaction_open_when_its_writer_is_fenced_never_reaches_the_chain(
 
 def committed_values(bootstrap: str, topic: str) -> list[bytes]:
     """Every committed record of ``topic`` (all partitions), as a downstream reads it."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "unused",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
-        }
-    )
+    consumer = read_committed(bootstrap)
     values: list[bytes] = []
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
