@@ -248,6 +248,7 @@ class ReconcileMetrics:
     timers_overdue_oldest: Gauge
     records_unreadable: Gauge
     rounds: Counter
+    failed_rounds: Counter
     reticked: Counter
     timer_rounds: Counter
     timer_last_round: Gauge
@@ -290,6 +291,12 @@ class ReconcileMetrics:
             rounds=Counter(
                 "lifecycle_reconciliation_rounds_total",
                 "Reconciliation rounds completed.",
+                registry=r,
+            ),
+            failed_rounds=Counter(
+                "lifecycle_reconciliation_failed_rounds_total",
+                "Reconciliation rounds that failed (a store read during a rebalance); "
+                "the next round tries again.",
                 registry=r,
             ),
             reticked=Counter(

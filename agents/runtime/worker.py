@@ -358,6 +358,13 @@ def install_reconciliation(
     async def reconcile() -> None:
         if recovering():
             return  # the store is being restored: figures would be partial
+        try:
+            await reconcile_round()
+        except Exception as exc:  # a check that fails must not stop the worker
+            metrics.failed_rounds.inc()
+            log.warning("reconciliation round failed (%s); next round", type(exc).__name__)
+
+    async def reconcile_round() -> None:
         now = clock.now()
         now_ms = to_ms(now)
         partitions = store.active_partitions()
