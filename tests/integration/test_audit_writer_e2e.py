@@ -14,10 +14,11 @@ import contextlib
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from agents.audit.verify import VerifyResult, verify_partition
@@ -25,11 +26,15 @@ from agents.audit.writer import AuditFenced, AuditWriter, FencedOutput, KafkaAud
 from agents.clock import FakeClock, SystemClock
 from agents.rules.context import AuditEntry
 from agents.rules.policy import load_policy
+from agents.rules.snapshot import SubjectSnapshot
+from agents.rules.state import RecordStatus
 from agents.runtime.handler import Handler, RawMessage
 from agents.runtime.kafka_errors import is_fenced
 from agents.runtime.metrics import LifecycleMetrics
 from agents.store.memory import MemoryStateStore
 from schemas.audit import AuditEvent, AuditSource
+from schemas.internal import DueTick
+from streams.broker.admin import delete_topics
 from streams.codec import Codec
 from streams.settings import REPO_ROOT
 from streams.topics import TopicNames
@@ -196,10 +201,10 @@ def committed_values(bootstrap: str, topic: str) -> list[bytes]:
             assert msg is not None, "the topic did not answer"
             error = msg.error()
             if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                ended.add(msg.partition())
+                ended.add(int(msg.partition() or 0))
                 continue
             assert error is None, error
-            values.append(msg.value())
+            values.append(msg.value() or b"")
     finally:
         consumer.close()
     return sorted(values)
@@ -352,3 +357,94 @@ def test_a_batch_replayed_after_a_crash_is_recognised_by_the_verifier(
         assert (result.replayed, result.redecided) == (0, 4)
     else:
         assert (result.replayed, result.redecided) == (4, 0)
+
+
+class ProducerOutputs:
+    """A real, non-transactional producer for whatever the handler sends itself
+    (ticks, dead letters), as the worker's Faust producer: an output sent this
+    way, outside the partition's transaction, would reach readers fenced or not."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None
+    ) -> Awaitable[Any]:
+        reports: list[KafkaError | None] = []
+        self.producer.produce(
+            topic, key=key, value=value, on_delivery=lambda err, _msg: reports.append(err)
+        )
+
+        async def delivered() -> None:
+            while not reports:
+                self.producer.poll(0.05)
+                await asyncio.sleep(0)
+            if reports[0] is not None:
+                raise KafkaException(reports[0])
+
+        return delivered()
+
+
+class Stopped(Exception):
+    """Stands in for the worker's exit 75 (exit_for_replay)."""
+
+
+def _stop(exc: Exception) -> NoReturn:
+    raise Stopped from exc
+
+
+def test_a_stale_worker_fenced_out_of_its_partition_sends_no_delete_and_stores_nothing(
+    kafka_bootstrap: str, kafka_admin: AdminClient, new_topic: TopicFactory
+) -> None:
+    """What a worker paused past its session (SIGSTOP, GC) does when it resumes: it
+    decides from its stale state, but the new owner has claimed the partition, so its
+    DELETE never reaches the downstream system and its state is not written."""
+    audit_topic = new_topic("audit", partitions=1)
+    names = TopicNames(f"f{uuid.uuid4().hex[:10]}")
+    commands = names.command("call-recorder")
+    for future in kafka_admin.create_topics([NewTopic(commands, 1, 1)]).values():
+        future.result(timeout=30)
+    app_id = f"app-{uuid.uuid4().hex[:8]}"
+    clock = FakeClock(T0)
+    store = MemoryStateStore()
+    stale_audit, _ = writer(kafka_topic(kafka_bootstrap, audit_topic, app_id))
+    stale = Handler(
+        codec=CODEC,
+        policy=load_policy(REPO_ROOT / "agents" / "policy" / "notice.yaml"),
+        clock=clock,
+        names=names,
+        metrics=LifecycleMetrics.create(CollectorRegistry(), version="t", policy_version="t"),
+        store=store,
+        audit=stale_audit,
+        send=ProducerOutputs(kafka_bootstrap),
+        on_delivery_failure=_stop,
+    )
+    recorded = call_recorded("cust-1", "rec-1", event_id="ev-1", when=T0)
+    tick_at = T0 + timedelta(days=31)
+    tick = DueTick(subject_id="cust-1", due_at=tick_at, sent_at=tick_at)
+    new_owner, _ = writer(kafka_topic(kafka_bootstrap, audit_topic, app_id))
+
+    async def scenario() -> None:
+        await stale.handle_batch(
+            [RawMessage(names.input("telephony"), 0, 0, b"cust-1", CODEC.encode(recorded))]
+        )
+        # Paused past its session: the partition moved, and its new owner claimed it.
+        await new_owner.claim([0])
+        clock.set(tick_at)
+        with pytest.raises(Stopped):
+            await stale.handle_batch([RawMessage(names.ticks, 0, 0, b"cust-1", CODEC.encode(tick))])
+        await stale_audit.close()
+        await new_owner.close()
+
+    try:
+        asyncio.run(scenario())
+        assert committed_values(kafka_bootstrap, commands) == []
+        snapshot = SubjectSnapshot.read(store.entries(0), "cust-1")
+        assert snapshot is not None
+        [record] = snapshot.records.values()
+        assert (record.status, record.command_id) == (RecordStatus.HELD, None)
+        assert [e.source_topic for e in committed_events(kafka_bootstrap, audit_topic)] == [
+            names.input("telephony")
+        ]
+    finally:
+        delete_topics(kafka_admin, [commands])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streams.broker.launcher import LocalKafka
-from streams.connection import BOOTSTRAP_ENV, bootstrap_from_env
+from streams.connection import BOOTSTRAP_ENV
 from tests.integration.pipeline import LIFECYCLE, Pipeline, pipelines, wait_for
 
 # librdkafka's own stderr format: %<level>|<epoch seconds>|<facility>|...
@@ -138,19 +138,18 @@ def test_sigterm_stops_the_demo_and_everything_it_started(
     _run_demo_until_stopped({**demo_env, BOOTSTRAP_ENV: kafka_bootstrap}, tmp_path, signal.SIGTERM)
 
 
-@pytest.mark.skipif(
-    bootstrap_from_env() is not None, reason="KAFKA_BOOTSTRAP_SERVERS set: no local broker"
-)
 def test_sighup_stops_the_demo_its_broker_last(demo_env: dict[str, str], tmp_path: Path) -> None:
-    # The demo's own broker: it is stopped last, while the demo's clients have
-    # gone, so nothing reconnects to it on the screen.
+    # The demo's own broker (its environment names none, whatever this session
+    # uses): it is stopped last, while the demo's clients have gone, so nothing
+    # reconnects to it on the screen. A fault test owns the broker it stops.
     _run_demo_until_stopped(demo_env, tmp_path, signal.SIGHUP)
 
 
 @pytest.fixture
 def own_broker() -> Iterator[LocalKafka]:
-    if bootstrap_from_env() is not None:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS set: no local broker to take away")
+    # Started even when the session uses a given cluster: this test stops the
+    # broker, and must never stop one it does not own (as the fault tests' 3-node
+    # cluster, tests/integration/conftest.py).
     with LocalKafka(nodes=1, name=f"pytest-stop-{uuid.uuid4().hex[:8]}") as cluster:
         yield cluster
 
