@@ -6,6 +6,9 @@ from pydantic import Field
 
 from schemas.base import DataCategory, Frozen, Identifier, ShortText, Slug, UtcDatetime
 
+# Records one DueTick may name (its contract's bound; senders chunk to it).
+MAX_TICK_RECORDS = 100
+
 
 class DueTick(Frozen):
     """Wakes a subject whose earliest due time has passed.
@@ -19,10 +22,12 @@ class DueTick(Frozen):
     subject_id: Identifier
     due_at: UtcDatetime
     sent_at: UtcDatetime
-    # Records the standing reconciliation found overdue (``system/record_id``):
-    # the decision restores their due-index entries if missing before it sweeps
-    # (agents.runtime.reconcile). Empty for the timer's own ticks.
-    records: list[ShortText] = Field(default_factory=list, max_length=100)
+    # Records (``system/record_id``) the tick is about: ones the standing
+    # reconciliation found overdue (their due entries restored if missing,
+    # agents.runtime.reconcile), or deletions deferred until ``due_at`` that the
+    # contract sources have now passed (agents.rules.retention.wake_deferred).
+    # Empty for a plain wake-up.
+    records: list[ShortText] = Field(default_factory=list, max_length=MAX_TICK_RECORDS)
     # Sent by the standing reconciliation: the named records were found overdue
     # (audited ``overdue-found``, shown on the desk's escalations page).
     reconciliation: bool = False

@@ -70,10 +70,10 @@ def _on_ack(ctx: Ctx, ack: CommandAck) -> None:
 
 @handles(DueTick)
 def _on_tick(ctx: Ctx, tick: DueTick) -> None:
-    """The sweep after every message fires what is due. A tick that names records
-    first wakes those whose deletion was deferred until ``due_at`` (the timer saw
-    the contract sources pass it), then restores the due entries of any that the
-    reconciliation found overdue without one."""
+    """The sweep after every message fires what is due. Before it, a reconciliation
+    tick records the overdue records it names and restores any missing due entry;
+    a timer tick that names records wakes those whose deletion was deferred until
+    ``due_at`` (the timer saw the contract sources pass it)."""
     if tick.reconciliation:
         retention.reconcile(ctx, tick.records)
     elif tick.records:

@@ -44,7 +44,8 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agents.store import keys
-from agents.store.layer import Entries
+from agents.store.layer import Entries, scan
+from schemas.internal import MAX_TICK_RECORDS
 
 # Default bound past a due time before an item counts as overdue: a timer
 # round (0.5 s), a tick's re-send (30 s), the catch-up wait after a hand-over
@@ -57,9 +58,6 @@ DEFAULT_PER_ROUND = 20_000
 SCAN_LIMIT = 10_000
 # Subjects re-ticked per round at most (the rest wait for the next round).
 MAX_TICKS_PER_ROUND = 500
-# Record keys named in one tick (bounds the tick's size).
-MAX_RECORDS_PER_TICK = 100
-
 _RECORD_START = keys.RECORD + keys.SEP
 _RECORD_STOP = keys.end_of(_RECORD_START)
 _HELD = b'"status":"held"'
@@ -70,8 +68,6 @@ _DUE_AT = b'"due_at":"'
 class OverdueRecord:
     subject_id: str
     record_key: str  # system/record_id, as the subject's records are named
-    rule_id: str
-    due_ms: int
 
 
 @dataclass
@@ -115,21 +111,16 @@ def record_overdue(raw: bytes, deadline_ms: int) -> tuple[str, int] | None:
     if due is None or due >= deadline_ms:
         return None
     value = json.loads(raw)
-    if value.get("status") != "held" or value.get("held_by") or value.get("due_at") is None:
+    if value.get("status") != "held" or value.get("held_by"):
         return None
-    due_ms = int(datetime.fromisoformat(value["due_at"]).timestamp() * 1000)
-    if due_ms >= deadline_ms:
-        return None
-    return str(value.get("rule_id") or "unknown"), due_ms
+    return str(value.get("rule_id") or "unknown"), due
 
 
 def timers_overdue(entries: Entries, deadline_ms: int, limit: int = SCAN_LIMIT) -> Finding:
     """Timer entries due before ``deadline_ms`` (at most ``limit`` read)."""
     found = Finding()
     start = keys.TIMER + keys.SEP
-    for n, (key, _) in enumerate(entries.iterate(start, start + keys.be64(deadline_ms))):
-        if n >= limit:
-            break
+    for key, _ in scan(entries, start, start + keys.be64(deadline_ms), limit):
         found.add(keys.parse_timer(key)[0])
     return found
 
@@ -168,7 +159,7 @@ class RecordSweep:
                 subject_id, _, name = key[2:].partition(keys.SEP)
                 rule_id, due_ms = hit
                 by_rule.setdefault(rule_id, Finding()).add(due_ms)
-                found.append(OverdueRecord(subject_id.decode(), name.decode(), rule_id, due_ms))
+                found.append(OverdueRecord(subject_id.decode(), name.decode()))
         # The pass is complete: it becomes the partition's figures.
         self.passes[partition] = by_rule
         self.unreadable[partition] = bad
@@ -232,7 +223,7 @@ class Reconciler:
                     if len(to_tick) >= MAX_TICKS_PER_ROUND:
                         continue
                     named = to_tick[record.subject_id] = []
-                if len(named) < MAX_RECORDS_PER_TICK:
+                if len(named) < MAX_TICK_RECORDS:
                     named.append(record.record_key)
         unreadable = sum(self.sweep.unreadable.values())
         return Round(timers, self.sweep.by_rule(), to_tick, read, unreadable)

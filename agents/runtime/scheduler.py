@@ -27,7 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from agents.store import keys
-from agents.store.layer import Entries
+from agents.store.layer import Entries, scan
+from schemas.internal import MAX_TICK_RECORDS
 
 # A ticked subject is ticked again after this long if its entry is still due.
 RECHECK_AFTER_MS = 30_000
@@ -38,8 +39,6 @@ LEGACY = -1
 CAUGHT_UP = -2
 # Deferred deletions are remembered by -(due ms) - 3 (below the other markers).
 _DEFERRED_BASE = -3
-# Record keys named in one tick (the DueTick contract's bound).
-TICK_RECORDS = 100
 
 
 @dataclass
@@ -79,11 +78,8 @@ class Waker:
         if slowest is None:
             return []
         start = keys.WAITING + keys.SEP
-        stop = start + keys.be64(slowest + 1)
         out: list[str] = []
-        for n, (key, _) in enumerate(entries.iterate(start, stop)):
-            if n >= limit:
-                break
+        for key, _ in scan(entries, start, start + keys.be64(slowest + 1), limit):
             subject_id = keys.parse_waiting(key)[1]
             if subject_id not in out and self._should_tick(subject_id, CAUGHT_UP, now_ms):
                 out.append(subject_id)
@@ -105,19 +101,16 @@ class Waker:
         if slowest is None:
             return []
         start = keys.DEFERRED + keys.SEP
-        stop = start + keys.be64(slowest + 1)
         found: dict[tuple[str, int], list[str]] = {}
-        for n, (key, _) in enumerate(entries.iterate(start, stop)):
-            if n >= limit:
-                break
+        for key, _ in scan(entries, start, start + keys.be64(slowest + 1), limit):
             due_ms, subject_id, record_key = keys.parse_deferred(key)
             found.setdefault((subject_id, due_ms), []).append(record_key)
         out: list[tuple[str, int, list[str]]] = []
         for (subject_id, due_ms), records in found.items():
             if self._should_tick(subject_id, _DEFERRED_BASE - due_ms, now_ms):
                 out.extend(
-                    (subject_id, due_ms, records[i : i + TICK_RECORDS])
-                    for i in range(0, len(records), TICK_RECORDS)
+                    (subject_id, due_ms, records[i : i + MAX_TICK_RECORDS])
+                    for i in range(0, len(records), MAX_TICK_RECORDS)
                 )
         return out
 

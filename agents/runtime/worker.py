@@ -228,12 +228,15 @@ def build_pipeline(
         claims.add(task)
         task.add_done_callback(claims.discard)
 
+    def restoring() -> bool:
+        # Faust also seeks to committed offsets when a fetch is dropped mid-rebalance,
+        # before recovery ends: only the end of the rebalance says the store is whole.
+        return catch_up.recovering or bool(app.rebalancing)
+
     async def timers_may_run(partition: int) -> bool:
         """After an assignment, the timer waits until the partition's inputs are
         decided again (agents.runtime.catchup)."""
-        # Faust also seeks to committed offsets when a fetch is dropped mid-rebalance,
-        # before recovery ends: only the end of the rebalance says the store is whole.
-        if catch_up.recovering or app.rebalancing:
+        if restoring():
             return False
         if not catch_up.armed(partition):
             # Not through Faust's consumer: agents/runtime/offsets.py says why.
@@ -304,7 +307,7 @@ def build_pipeline(
         store=store,
         clock=clock,
         gate=timers_may_run,
-        recovering=lambda: catch_up.recovering or app.rebalancing,
+        recovering=restoring,
         tick=tick,
     )
 
