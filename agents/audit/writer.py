@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -84,8 +84,13 @@ from agents.audit.chain import ChainHead, link
 from agents.audit.heads import read_chain_head
 from agents.clock import Clock
 from agents.rules.context import AuditEntry
-from agents.runtime.kafka_errors import FENCED_CODES as FENCED
-from agents.runtime.kafka_errors import is_fenced, is_transient, is_transient_error
+from agents.runtime.kafka_errors import (
+    FENCED_CODES,
+    PURGED_CODES,
+    is_fenced,
+    is_transient,
+    is_transient_error,
+)
 from agents.runtime.metrics import LifecycleMetrics
 from schemas.audit import AuditEvent, AuditSource
 from streams.codec import Codec, RegistryUnavailable
@@ -442,6 +447,16 @@ class AuditWriter:
             log.warning("closing an audit producer failed (%s)", _describe(exc))
 
 
+def refused_for_good(error: KafkaError) -> bool:
+    """Whether a delivery report says the broker will never take that output. Not a
+    transient error, not the writer being fenced (the whole commit fails then), and
+    not a purge: when one output of a transaction fails, librdkafka takes the others
+    back unsent, and those must go again with the next attempt."""
+    return not (
+        is_transient_error(error) or error.code() in FENCED_CODES or error.code() in PURGED_CODES
+    )
+
+
 def _committer(partition_log: PartitionLog, batch: _Batch) -> Callable[[], None]:
     events, outputs = batch.events, list(batch.outputs)
     return lambda: partition_log.commit(events, outputs)
@@ -574,7 +589,7 @@ class KafkaPartitionLog:
         refused = self._refused
 
         def delivered(error: Any, _message: Any) -> None:
-            if error is not None and not is_transient_error(error) and error.code() not in FENCED:
+            if error is not None and refused_for_good(error):
                 refused[output] = KafkaException(error)
 
         return delivered

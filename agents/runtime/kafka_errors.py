@@ -44,6 +44,10 @@ TRANSIENT_CODES: Final = frozenset(
 )
 
 #: A newer producer with the same transactional id has taken over.
+# A message librdkafka took back unsent because its transaction was aborted (another
+# message of it failed): not refused, it goes again in the next transaction.
+PURGED_CODES: Final = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
 FENCED_CODES: Final = frozenset(
     {
         KafkaError._FENCED,

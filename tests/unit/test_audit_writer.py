@@ -27,6 +27,7 @@ from agents.audit.writer import (
     KafkaAuditTopic,
     OutputsRefused,
     RetryPolicy,
+    refused_for_good,
 )
 from agents.clock import FakeClock
 from agents.rules.context import AuditEntry
@@ -413,6 +414,25 @@ def test_a_refusal_that_names_no_output_fails_the_commit() -> None:
             await world.write(0, 1)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [
+        (KafkaError.MSG_SIZE_TOO_LARGE, True),
+        (KafkaError.TOPIC_AUTHORIZATION_FAILED, True),
+        # Taken back unsent when another output of the transaction failed (CI, 2026-12-08:
+        # a good command was parked with the refused one): it goes again.
+        (KafkaError._PURGE_QUEUE, False),
+        (KafkaError._PURGE_INFLIGHT, False),
+        (KafkaError._MSG_TIMED_OUT, False),  # transient: the commit is retried whole
+        (KafkaError.PRODUCER_FENCED, False),  # the commit fails as fenced
+    ],
+)
+def test_only_a_delivery_the_broker_refuses_for_good_takes_an_output_out(
+    code: int, refused: bool
+) -> None:
+    assert refused_for_good(KafkaError(code)) is refused
 
 
 def test_the_kafka_producer_is_transactional_per_partition() -> None:
